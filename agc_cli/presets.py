@@ -1,0 +1,33 @@
+"""Per-model default settings (the layer just above the plain defaults).
+
+Each method's preset reproduces the configuration behind its PyAGC reference numbers; a
+dataset-specific entry overrides the method's ``default`` entry. Users override any of it
+with a YAML file, ``AGC_*`` variables or flags.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "dgi": {
+        "default": {
+            "gnn_type": "gcn",
+            "hidden_channels": 512,
+            "num_layers": 1,
+            "lr": 1e-3,
+            "epochs": 300,
+            "patience": 20,
+        }
+    },
+}
+
+
+def model_preset(model: str, dataset: str) -> dict[str, Any]:
+    """Preset values for ``model`` on ``dataset`` (empty for unknown models)."""
+    entry = PRESETS.get(model.lower(), {})
+    preset = dict(entry.get("default", {}))
+    for name, values in entry.items():
+        if name != "default" and name.lower() == dataset.lower():
+            preset.update(values)
+    return preset

@@ -184,9 +184,10 @@ def _load(embeddings: Tensor | np.ndarray, device: torch.device, normalize: bool
     return _prepare(embeddings.detach().to(device=device, dtype=torch.float32), normalize)
 
 
-def _read(data: Tensor | np.ndarray, rows: slice | np.ndarray, device: torch.device,
-          normalize: bool) -> Tensor:
-    """Some rows of ``data`` (a tensor or a possibly memory-mapped array) as float32 on ``device``."""
+def _read(
+    data: Tensor | np.ndarray, rows: slice | np.ndarray, device: torch.device, normalize: bool
+) -> Tensor:
+    """Rows of ``data`` (a tensor or a maybe memory-mapped array) as float32 on ``device``."""
     block = data[rows]
     if isinstance(block, np.ndarray):
         block = torch.from_numpy(np.require(block, np.float32, ["C", "W"]))
@@ -214,18 +215,28 @@ def _mean_variance(x: Tensor, chunk: int) -> float:
     return float((sq / n).mean())
 
 
-def _nearest(x: Tensor, centers: Tensor, centers_sq: Tensor) -> Tensor:
-    # ||x||^2 is the same for every centre, so the argmin needs only ||c||^2 - 2 x.c.
-    return torch.addmm(centers_sq, x, centers.T, alpha=-2).argmin(1)
+def _row_sq_norms(x: Tensor, chunk: int) -> Tensor:
+    return torch.cat([torch.einsum("ij,ij->i", x[a:b], x[a:b]) for a, b in _spans(len(x), chunk)])
 
 
-def _sq_dists(x: Tensor, points: Tensor) -> Tensor:
-    """Squared distances ``[len(x), len(points)]`` in float64."""
-    dots = torch.addmm(points.pow(2).sum(1), x, points.T, alpha=-2)
-    return (dots + x.pow(2).sum(1, keepdim=True)).clamp_min_(0).double()
+def _sq_dists(x: Tensor, x_sq: Tensor, points: Tensor) -> Tensor:
+    """Squared distances ``[len(x), len(points)]`` given the squared row norms ``x_sq``."""
+    dots = torch.addmm(torch.einsum("ij,ij->i", points, points), x, points.T, alpha=-2)
+    return dots.add_(x_sq[:, None]).clamp_min_(0)
 
 
-def _kmeans_plusplus(x: Tensor, k: int, gen: torch.Generator, chunk: int) -> Tensor:
+def _nearest(x: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
+    """Nearest centre of every row and ``||c||^2 - 2 x.c`` for it (``||x||^2`` short)."""
+    # ||x||^2 is the same for every centre, so the argmin does not need it.
+    return torch.addmm(centers.pow(2).sum(1), x, centers.T, alpha=-2).min(1)
+
+
+def _block_inertia(x: Tensor, centers: Tensor, labels: Tensor) -> float:
+    # From the differences: the expanded form used for the argmin cancels badly far from 0.
+    return float((x - centers[labels]).pow(2).sum(dtype=torch.float64))
+
+
+def _kmeans_plusplus(x: Tensor, x_sq: Tensor, k: int, gen: torch.Generator, chunk: int) -> Tensor:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as in scikit-learn).
 
     Each new centre is the best of ``2 + ln k`` candidates drawn with probability proportional
@@ -236,49 +247,56 @@ def _kmeans_plusplus(x: Tensor, k: int, gen: torch.Generator, chunk: int) -> Ten
     centers = x.new_empty(k, x.shape[1])
     first = torch.randint(n, (1,), generator=gen, device=x.device)
     centers[0] = x[first[0]]
-    closest = torch.cat([_sq_dists(x[a:b], centers[:1])[:, 0] for a, b in _spans(n, chunk)])
+    closest = torch.cat(
+        [_sq_dists(x[a:b], x_sq[a:b], centers[:1])[:, 0] for a, b in _spans(n, chunk)]
+    )
     for c in range(1, k):
-        # Inverse-CDF sampling instead of torch.multinomial, which caps categories at 2^24.
-        cum = torch.cumsum(closest, 0)
+        # Inverse-CDF sampling instead of torch.multinomial, which caps categories at 2^24;
+        # float64 so that the running sum stays exact enough over many millions of rows.
+        cum = torch.cumsum(closest, 0, dtype=torch.float64)
         draws = torch.rand(trials, generator=gen, dtype=torch.float64, device=x.device) * cum[-1]
         candidates = x[torch.searchsorted(cum, draws, right=True).clamp_(max=n - 1)]
         potential = sum(
-            torch.minimum(closest[a:b, None], _sq_dists(x[a:b], candidates)).sum(0)
+            torch.minimum(closest[a:b, None], _sq_dists(x[a:b], x_sq[a:b], candidates)).sum(
+                0, dtype=torch.float64
+            )
             for a, b in _spans(n, chunk)
         )
         centers[c] = candidates[int(potential.argmin())]
         for a, b in _spans(n, chunk):
-            torch.minimum(closest[a:b], _sq_dists(x[a:b], centers[c : c + 1])[:, 0],
-                          out=closest[a:b])
+            new = _sq_dists(x[a:b], x_sq[a:b], centers[c : c + 1])[:, 0]
+            torch.minimum(closest[a:b], new, out=closest[a:b])
     return centers
 
 
-def _assign(x: Tensor, centers: Tensor, chunk: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _assign(
+    x: Tensor, x_sq: Tensor, centers: Tensor, chunk: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Nearest centre of every row, its squared distance, and per-cluster sums and counts."""
     n, k = x.shape[0], centers.shape[0]
     labels = torch.empty(n, dtype=torch.long, device=x.device)
-    min_sq = torch.empty(n, dtype=torch.float64, device=x.device)
+    min_sq = torch.empty(n, dtype=x.dtype, device=x.device)
     sums = torch.zeros(k, x.shape[1], dtype=torch.float64, device=x.device)
-    centers_sq = centers.pow(2).sum(1)
     for a, b in _spans(n, chunk):
         block = x[a:b]
-        nearest = _nearest(block, centers, centers_sq)
+        partial, nearest = _nearest(block, centers)
         labels[a:b] = nearest
-        # Exact distances: the expanded form used for the argmin cancels badly far from 0.
-        min_sq[a:b] = (block - centers[nearest]).pow(2).sum(1)
+        torch.add(partial, x_sq[a:b], out=min_sq[a:b])
         # Summed row by row in float64, so the centroids do not depend on the chunk size.
         sums.index_add_(0, nearest, block.double())
     return labels, min_sq, sums, torch.bincount(labels, minlength=k)
 
 
-def _lloyd(x: Tensor, centers: Tensor, max_iter: int, tol_abs: float, chunk: int) -> _Fit:
+def _lloyd(
+    x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol_abs: float, chunk: int
+) -> _Fit:
     previous = None
     for n_iter in range(1, max_iter + 1):
-        labels, min_sq, sums, counts = _assign(x, centers, chunk)
+        labels, min_sq, sums, counts = _assign(x, x_sq, centers, chunk)
         if previous is not None and torch.equal(labels, previous):
             # The centres are already the means of this assignment.
-            return _Fit(centers, labels, float(min_sq.sum()), n_iter)
-        new_centers = (sums / counts.clamp_min(1)[:, None]).float()
+            break
+        new_centers = (sums / counts.clamp_min(1)[:, None]).to(x.dtype)
         empty = (counts == 0).nonzero()[:, 0]
         if empty.numel():
             # Restart empty clusters at the rows worst served so far, as scikit-learn does.
@@ -286,18 +304,30 @@ def _lloyd(x: Tensor, centers: Tensor, max_iter: int, tol_abs: float, chunk: int
         shift = float((new_centers - centers).pow(2).sum())
         centers, previous = new_centers, labels
         if shift <= tol_abs:
+            labels = _assign(x, x_sq, centers, chunk)[0]
             break
-    labels, min_sq, _, _ = _assign(x, centers, chunk)
-    return _Fit(centers, labels, float(min_sq.sum()), n_iter)
+    else:
+        labels = _assign(x, x_sq, centers, chunk)[0]
+    inertia = sum(
+        _block_inertia(x[a:b], centers, labels[a:b]) for a, b in _spans(x.shape[0], chunk)
+    )
+    return _Fit(centers, labels, inertia, n_iter)
 
 
 def _best_of(
-    x: Tensor, k: int, gen: torch.Generator, n_init: int, max_iter: int, tol_abs: float,
+    x: Tensor,
+    k: int,
+    gen: torch.Generator,
+    n_init: int,
+    max_iter: int,
+    tol_abs: float,
     chunk: int,
 ) -> _Fit:
+    x_sq = _row_sq_norms(x, chunk)
     best = None
     for _ in range(n_init):
-        fit = _lloyd(x, _kmeans_plusplus(x, k, gen, chunk), max_iter, tol_abs, chunk)
+        centers = _kmeans_plusplus(x, x_sq, k, gen, chunk)
+        fit = _lloyd(x, x_sq, centers, max_iter, tol_abs, chunk)
         if best is None or fit.inertia < best.inertia:
             best = fit
     return best
@@ -322,40 +352,66 @@ def _minibatch_kmeans(
     mean of the rows ever assigned to it (per-centre learning rate ``1 / count``), visiting the
     blocks in random order each pass. A final pass assigns every row.
     """
-    device = gen.device
-    n = int(data.shape[0])
+    device, n = gen.device, int(data.shape[0])
     sample_rows = np.sort(
         rng.choice(n, min(n, max(_SAMPLE_ROWS_PER_CLUSTER * k, 3 * batch_size)), replace=False)
     )
     sample = _read(data, sample_rows, device, normalize)
     tol_abs = tol * _mean_variance(sample, chunk)
     centers = _best_of(sample, k, gen, n_init, max_iter, tol_abs, chunk).centers.double()
+    passes = _minibatch_passes(
+        data,
+        centers,
+        gen=gen,
+        rng=rng,
+        max_iter=max_iter,
+        tol_abs=tol_abs,
+        normalize=normalize,
+        chunk=chunk,
+        batch_size=batch_size,
+    )
+    centers = centers.float()
+    labels = torch.empty(n, dtype=torch.long)
+    inertia = 0.0
+    for a, b in _spans(n, chunk):
+        block = _read(data, slice(a, b), device, normalize)
+        nearest = _nearest(block, centers)[1]
+        labels[a:b] = nearest.cpu()
+        inertia += _block_inertia(block, centers, nearest)
+    return _Fit(centers, labels, inertia, passes)
+
+
+def _minibatch_passes(
+    data: Tensor | np.ndarray,
+    centers: Tensor,
+    *,
+    gen: torch.Generator,
+    rng: np.random.Generator,
+    max_iter: int,
+    tol_abs: float,
+    normalize: bool,
+    chunk: int,
+    batch_size: int,
+) -> int:
+    """Refine the float64 ``centers`` in place, pass after pass; returns the passes made."""
+    device, k, n = centers.device, centers.shape[0], int(data.shape[0])
     counts = torch.zeros(k, dtype=torch.float64, device=device)
     starts = np.arange(0, n, chunk)
-    for epoch in range(1, max_iter + 1):
+    for passes in range(1, max_iter + 1):
         before = centers.clone()
         for start in starts[rng.permutation(starts.size)]:
             block = _read(data, slice(start, min(start + chunk, n)), device, normalize)
             order = torch.randperm(block.shape[0], generator=gen, device=device)
             for a, b in _spans(block.shape[0], batch_size):
                 batch = block[order[a:b]]
-                center32 = centers.float()
-                nearest = _nearest(batch, center32, center32.pow(2).sum(1))
+                nearest = _nearest(batch, centers.float())[1]
                 batch_counts = torch.bincount(nearest, minlength=k).double()
                 batch_sums = torch.zeros_like(centers).index_add_(0, nearest, batch.double())
                 counts += batch_counts
+                # Centres without rows so far have zero sums and counts and stay put.
                 centers += (batch_sums - batch_counts[:, None] * centers) / counts.clamp_min(1)[
                     :, None
                 ]
         if float((centers - before).pow(2).sum()) <= tol_abs:
-            break
-    centers = centers.float()
-    centers_sq = centers.pow(2).sum(1)
-    labels = torch.empty(n, dtype=torch.long)
-    inertia = 0.0
-    for a, b in _spans(n, chunk):
-        block = _read(data, slice(a, b), device, normalize)
-        nearest = _nearest(block, centers, centers_sq)
-        labels[a:b] = nearest.cpu()
-        inertia += float((block - centers[nearest]).pow(2).sum(dtype=torch.float64))
-    return _Fit(centers, labels, inertia, epoch)
+            return passes
+    return max_iter

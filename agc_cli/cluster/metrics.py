@@ -120,7 +120,9 @@ def _matching(y: ArrayLike, pred: ArrayLike) -> tuple[np.ndarray, np.ndarray, np
     """Cluster x class contingency matrix and the matched (cluster, class) index pairs."""
     y_np, pred_np = _flat(y), _flat(pred)
     if y_np.size != pred_np.size or y_np.size == 0:
-        raise DataError(f"need equally many labels and predictions, got {y_np.size} and {pred_np.size}")
+        raise DataError(
+            f"need equally many labels and predictions, got {y_np.size} and {pred_np.size}"
+        )
     classes, y_idx = np.unique(y_np, return_inverse=True)
     clusters, pred_idx = np.unique(pred_np, return_inverse=True)
     contingency = np.bincount(
@@ -181,7 +183,9 @@ def structure_metrics(
         internal += np.bincount(inside, minlength=k) + np.bincount(loops, minlength=k)
     total = int(volume.sum())
     if total == 0:
-        raise DataError("the graph (or its masked subgraph) has no edges: structure metrics undefined")
+        raise DataError(
+            "the graph (or its masked subgraph) has no edges: structure metrics undefined"
+        )
     cut = volume - internal
     smaller_side = np.minimum(volume, total - volume)
     defined = smaller_side > 0
@@ -195,14 +199,14 @@ def structure_metrics(
 
 
 def _column_blocks(colptr: np.ndarray, chunk_edges: int) -> list[tuple[int, int]]:
-    """``(first, last)`` column ranges holding about ``chunk_edges`` edges each (at least one column)."""
+    """``(first, last)`` column ranges of about ``chunk_edges`` edges (at least one column)."""
     if chunk_edges < 1:
         raise UsageError(f"chunk_edges must be at least 1, got {chunk_edges}")
     num_nodes, num_edges = colptr.size - 1, int(colptr[-1])
     # The first column whose edges start at or after each multiple of chunk_edges.
     cuts = np.searchsorted(colptr[:num_nodes], np.arange(0, num_edges, chunk_edges), side="left")
     bounds = np.unique(np.concatenate([[0], cuts, [num_nodes]]))
-    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
 
 
 def _flat(values: ArrayLike) -> np.ndarray:

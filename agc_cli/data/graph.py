@@ -5,9 +5,8 @@ Every graph source (catalog dataset, synthetic generator, user files) returns a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import warnings
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor

@@ -44,9 +44,7 @@ def describe_source(dataset: str, root: Path) -> GraphInfo:
     spec = synthetic.parse_synthetic(dataset)
     if spec is not None:
         d = synthetic.describe(spec)
-        return GraphInfo(
-            dataset, "synthetic", d["nodes"], d["edges"], d["features"], d["classes"]
-        )
+        return GraphInfo(dataset, "synthetic", d["nodes"], d["edges"], d["features"], d["classes"])
     path = Path(dataset).expanduser()
     if is_user_graph(path):
         return info_of(load_user_graph(path), "file")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -31,9 +32,6 @@ from torch_geometric.sampler import (
 from agc_cli.errors import UsageError
 
 _MASK64 = (1 << 64) - 1
-# Marks a lookup-table slot claimed in the current hop but not yet given a local id; larger
-# than any candidate position, so ``amin`` keeps the first occurrence.
-_UNCLAIMED = torch.iinfo(torch.int32).max
 
 GeneratorFn = Callable[[NodeSamplerInput], torch.Generator]
 
@@ -146,32 +144,31 @@ def sample_without_replacement(count: Tensor, k: int, generator: torch.Generator
     independent of ``count``.
 
     Args:
-        count: ``[n]`` number of items (neighbours) per row.
+        count: ``[n]`` number of items (neighbours) per row, each below ``2**31``.
         k: sample size per row, ``>= 0``.
         generator: random source on ``count``'s device.
 
     Returns:
-        int64 ``[n, k]`` positions in ``[0, count[i])``; ``-1`` pads rows with ``count[i] < k``.
+        int32 ``[n, k]`` positions in ``[0, count[i])``; ``-1`` pads rows with ``count[i] < k``.
     """
     n = count.numel()
     device = count.device
-    # Column-major so that each step writes and compares contiguous memory.
-    picks = torch.full((k, n), -1, dtype=torch.long, device=device)
+    picks = torch.full((n, k), -1, dtype=torch.int32, device=device)
     if n == 0 or k == 0:
-        return picks.t()
+        return picks
     # float64 has 53 bits: positions stay uniform for any realistic degree.
     draws = torch.rand((k, n), dtype=torch.float64, generator=generator, device=device)
-    count = count.long()
+    count = count.int()
     for step in range(k):
         # Floyd's step over items 0..upper; rows with upper < 0 have fewer than k items and
         # start contributing only once upper reaches 0, after which every step picks `upper`.
         upper = count - (k - step)
-        pick = torch.minimum((draws[step] * (upper + 1)).long(), upper)
+        pick = torch.minimum((draws[step] * (upper + 1)).int(), upper)
         if step:
-            taken = (picks[:step] == pick).any(0)
+            taken = (picks[:, :step] == pick.unsqueeze(1)).any(1)
             pick = torch.where(taken, upper, pick)
-        picks[step] = torch.where(upper >= 0, pick, -1)
-    return picks.t()
+        picks[:, step] = torch.where(upper >= 0, pick, -1)
+    return picks
 
 
 class UniformNeighborSampler(BaseSampler):
@@ -287,28 +284,28 @@ class UniformNeighborSampler(BaseSampler):
         num_seeds = seeds.numel()
         # A repeated seed keeps all its local ids in `node`; neighbours and later hops refer to
         # its first occurrence (amin is deterministic on every device, unlike index_put).
-        table[seeds] = _UNCLAIMED
         table.scatter_reduce_(
-            0, seeds, torch.arange(num_seeds, dtype=table.dtype, device=device), "amin"
+            0,
+            seeds,
+            torch.arange(num_seeds, dtype=table.dtype, device=device),
+            "amin",
+            include_self=False,
         )
         nodes, rows, cols, edges = [seeds], [], [], []
         num_nodes, num_edges = [num_seeds], []
-        frontier = seeds
-        frontier_local = torch.arange(num_seeds, device=device)
-        total = num_seeds
+        # Each hop samples the nodes the previous hop reached first, whose local ids are the
+        # contiguous range starting at `offset`.
+        frontier, offset, total = seeds, 0, num_seeds
         for k in self.fan_out:
             edge, owner = _sample_edges(colptr, frontier, k, generator)
-            source = row[edge].long()
-            local, new = _relabel(table, source, total)
+            local, new = _relabel(table, row[edge].long(), total)
             rows.append(local)
-            cols.append(frontier_local[owner])
+            cols.append(owner + offset)
             edges.append(edge)
             nodes.append(new)
             num_nodes.append(new.numel())
             num_edges.append(edge.numel())
-            frontier = new
-            frontier_local = torch.arange(total, total + new.numel(), device=device)
-            total += new.numel()
+            frontier, offset, total = new, total, total + new.numel()
         node = torch.cat(nodes)
         table[node] = -1
         return SamplerOutput(
@@ -340,16 +337,15 @@ def validate_fan_out(fan_out: Sequence[int]) -> list[int]:
     """Check a per-hop fan-out list: each entry ``-1`` (all neighbours) or ``>= 0``."""
     if isinstance(fan_out, (int, str)):
         raise UsageError(f"fan_out: expected one entry per layer, e.g. [10, 10], got {fan_out!r}")
-    values = [int(k) for k in fan_out]
-    if any(k < -1 for k in values) or any(k != v for k, v in zip(values, fan_out)):
+    if not all(isinstance(k, Integral) and not isinstance(k, bool) and k >= -1 for k in fan_out):
         raise UsageError(f"fan_out: expected integers >= 0 or -1 (all neighbours), got {fan_out}")
-    return values
+    return [int(k) for k in fan_out]
 
 
 def _sample_edges(
     colptr: Tensor, nodes: Tensor, k: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
-    """Edge ids sampled for each node in ``nodes`` and the position in ``nodes`` owning each."""
+    """Edge ids sampled for ``nodes``, grouped by node, and the position in ``nodes`` of each."""
     start = colptr[nodes]
     degree = colptr[nodes + 1] - start
     if k < 0:
@@ -359,8 +355,9 @@ def _sample_edges(
         rank = torch.arange(owner.numel(), device=nodes.device) - first[owner]
         return start[owner] + rank, owner
     picks = sample_without_replacement(degree, k, generator)
-    owner, slot = (picks >= 0).nonzero(as_tuple=True)
-    return start[owner] + picks[owner, slot], owner
+    kept = (picks >= 0).view(-1).nonzero().view(-1)
+    edge = (start.unsqueeze(1) + picks).view(-1)[kept]
+    return edge, kept.div(k, rounding_mode="floor")
 
 
 def _relabel(table: Tensor, nodes: Tensor, num_known: int) -> tuple[Tensor, Tensor]:
@@ -371,18 +368,19 @@ def _relabel(table: Tensor, nodes: Tensor, num_known: int) -> tuple[Tensor, Tens
     Returns:
         ``(local ids of nodes, unseen nodes in their new-id order)``.
     """
-    local = table[nodes]
-    unseen = local < 0
-    candidates = nodes[unseen]
-    position = torch.arange(candidates.numel(), dtype=table.dtype, device=nodes.device)
-    table[candidates] = _UNCLAIMED
-    table.scatter_reduce_(0, candidates, position, "amin")
-    new = candidates[table[candidates] == position]
+    count = nodes.numel()
+    known = table[nodes]
+    position = torch.arange(count, dtype=table.dtype, device=nodes.device)
+    # Every occurrence of an unseen node claims its slot with the negative code
+    # `position - count`; amin keeps the first occurrence (deterministically on any device),
+    # while a known node scatters its own id and keeps it.
+    claim = torch.where(known < 0, position - count, known)
+    table.scatter_reduce_(0, nodes, claim, "amin", include_self=False)
+    new = nodes[table[nodes] == position - count]
     table[new] = torch.arange(
         num_known, num_known + new.numel(), dtype=table.dtype, device=nodes.device
     )
-    local[unseen] = table[candidates]
-    return local.long(), new
+    return table[nodes].long(), new
 
 
 def _cat_long(parts: list[Tensor], device: torch.device) -> Tensor:

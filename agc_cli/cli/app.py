@@ -1,0 +1,74 @@
+"""The ``agc`` command: one Typer app, one module per subcommand."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from agc_cli import __version__
+from agc_cli.cli import stats
+from agc_cli.cli.render import err_console
+from agc_cli.errors import AgcError, SettingsError
+
+app = typer.Typer(
+    name="agc",
+    help="Attributed graph clustering at any scale: train, embed, cluster, measure.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("stats")(stats.stats)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"agc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Exit codes: 0 ok, 1 internal error, 2 usage/settings, 3 input data, 4 checkpoint/resume,
+    5 training diverged, 130 interrupted (checkpoint written)."""
+
+
+def main() -> None:
+    """Console entry point: run the app, turning AgcError into a one-line message + exit code."""
+    try:
+        app(standalone_mode=False)
+    except SettingsError as exc:
+        for line in exc.lines():
+            err_console.print(f"error: {line}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except AgcError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - last-resort handler for the user interface
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            err_console.print("aborted", markup=False)
+            sys.exit(130)
+        if os.environ.get("AGC_DEBUG"):
+            raise
+        err_console.print(
+            f"internal error: {type(exc).__name__}: {exc} (set AGC_DEBUG=1 for the traceback)",
+            markup=False,
+            highlight=False,
+        )
+        sys.exit(1)
+    sys.exit(0)

@@ -1,0 +1,356 @@
+"""Memory planner: bytes per component for each mode, device fit, and recommended settings.
+
+The estimate models agc's own implementation (see ``agc_cli/models``): GCN/SAGE/GIN layers
+transform features first and then propagate with a cached normalised sparse adjacency (CSR,
+int64 indices + fp32 values, plus the transposed copy autograd builds for the backward pass);
+GAT keeps per-edge attention and messages. Activations kept for backward are counted per
+layer; each method adds its own terms (DGI's corrupted pass, CCASSG's second view, GAE's
+decoded pairs, DAEGC's dense reconstruction). The estimate is checked against measured peaks
+in ``tests/test_planner.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agc_cli.data.sources import GraphInfo
+from agc_cli.settings import Settings, default_fan_out
+
+GiB = 1024**3
+# Fraction of the device budget a plan may use: allocator fragmentation, cuDNN/cuSPARSE
+# workspaces and temporaries we do not model one by one.
+USABLE_FRACTION = 0.85
+# Dense tensors alive per node and hidden channel in one encoder layer during training
+# (transformed input, propagated output, normalised/activated output, dropout mask, grads in
+# flight), calibrated against measured peaks.
+TRAIN_TENSORS_PER_LAYER = 4.0
+INFER_TENSORS = 3.0  # layer input, transformed, output (no autograd)
+ADJ_BYTES_PER_EDGE = 12  # int64 column index + fp32 value
+# Extra passes over the encoder activations per method (DGI: clean + corrupted, CCASSG: two
+# views); methods not listed run one pass.
+ACTIVATION_PASSES = {"dgi": 2.0, "ccassg": 2.0, "magi": 1.0, "gae": 1.0, "dmon": 1.0, "daegc": 1.0}
+SMALL_GRAPH = 10_000  # rules of thumb from PyAGC's scalability guide
+LARGE_GRAPH = 1_000_000
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes per component for one mode; ``total`` sums them."""
+
+    mode: str
+    components: dict[str, int]
+    host_components: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.components.values()))
+
+    @property
+    def host_total(self) -> int:
+        return int(sum(self.host_components.values()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "total": self.total, "host_total": self.host_total}
+
+
+@dataclass
+class Device:
+    """Where training runs and how much memory the plan may use there."""
+
+    kind: str  # "cuda" | "cpu"
+    name: str
+    total_bytes: int
+    free_bytes: int
+    host_free_bytes: int
+    what_if: bool = False
+    count: int = 1
+
+    @property
+    def budget(self) -> int:
+        return int(self.free_bytes * USABLE_FRACTION)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "budget": self.budget}
+
+
+@dataclass
+class Recommendation:
+    settings: dict[str, Any]
+    reasons: list[str]
+    storage: str = "memory"
+
+
+@dataclass
+class Plan:
+    estimates: dict[str, MemoryEstimate]
+    device: Device
+    recommendation: Recommendation
+
+    def fits(self, mode: str) -> bool:
+        return self.estimates[mode].total <= self.device.budget
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device.as_dict(),
+            "estimates": {
+                k: {**v.as_dict(), "fits": self.fits(k)} for k, v in self.estimates.items()
+            },
+            "recommendation": asdict(self.recommendation),
+        }
+
+
+def parse_size(text: str) -> int:
+    """Parse ``32GB``, ``16GiB``, ``512MB``, ``1.5T`` or a byte count into bytes."""
+    s = text.strip().upper().replace(" ", "").removesuffix("B").removesuffix("I")
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    scale = units.get(s[-1:], 1)
+    number = s[:-1] if s[-1:] in units else s
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"not a memory size: {text!r} (e.g. 32GB)") from None
+    if value <= 0:
+        raise ValueError(f"memory size must be positive: {text!r}")
+    return int(value * scale)
+
+
+def detect_device(gpu_memory: int | None = None, device: str = "auto") -> Device:
+    """The CUDA device (free memory) or, without one, the host RAM; ``gpu_memory`` = what-if."""
+    import psutil
+    import torch
+
+    host_free = int(psutil.virtual_memory().available)
+    if gpu_memory is not None:
+        return Device("cuda", "what-if GPU", gpu_memory, gpu_memory, host_free, what_if=True)
+    if device != "cpu" and torch.cuda.is_available():
+        index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+        free, total = torch.cuda.mem_get_info(index)
+        name = torch.cuda.get_device_name(index)
+        return Device("cuda", name, total, free, host_free, count=torch.cuda.device_count())
+    total = int(psutil.virtual_memory().total)
+    return Device("cpu", "CPU RAM", total, host_free, host_free)
+
+
+def expected_sampled(
+    nodes: int, avg_degree: float, batch_size: int, fan_out: list[int]
+) -> tuple[list[int], list[int]]:
+    """Expected nodes per hop (hop 0 = seeds) and edges per hop of one sampled batch.
+
+    A node contributes ``min(fan_out, degree)`` neighbours; the running total of nodes is
+    capped by the graph size (duplicates across seeds are merged).
+    """
+    hop_nodes = [min(batch_size, nodes)]
+    hop_edges = []
+    total = hop_nodes[0]
+    for f in fan_out:
+        per = avg_degree if f < 0 else min(f, avg_degree)
+        edges = hop_nodes[-1] * per
+        new = min(edges, max(nodes - total, 0))
+        hop_edges.append(int(edges))
+        hop_nodes.append(int(new))
+        total += int(new)
+    return hop_nodes, hop_edges
+
+
+def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = None) -> dict:
+    """Estimates for full-batch/mini-batch training and inference with ``settings``."""
+    n, e, f = info.nodes, info.edges, info.features
+    h, layers = settings.hidden_channels, settings.num_layers
+    model, gnn = settings.model.lower(), settings.gnn_type
+    act_bytes = 2 if settings.precision in ("bf16", "16") else 4
+    heads = settings.heads if gnn == "gat" else 1
+    passes = ACTIVATION_PASSES.get(model, 1.0)
+    avg_deg = e / max(n, 1)
+
+    def feature_bytes(rows: int) -> int:
+        if info.feature_density < 0.1:  # kept sparse: value + int64 column per non-zero
+            return int(rows * f * info.feature_density * 12 + rows * 8)
+        return rows * f * 4
+
+    def params() -> int:
+        count = f * h + (layers - 1) * h * h + layers * h
+        if gnn == "gat":
+            count += layers * 2 * h  # attention vectors
+        if gnn in ("sage", "gin"):
+            count *= 2  # root weight / MLP second linear
+        count += {"dgi": h * h, "dmon": h * (settings.n_clusters or info.classes or 16)}.get(
+            model, 0
+        )
+        return count * 4 * 4  # parameter, gradient, two Adam moments
+
+    def encoder_activations(hop_nodes: list[int], edges: list[int], train: bool) -> int:
+        # Layer i of L reads nodes of hops 0..L-i and edges of hops 0..L-i-1 (trimmed).
+        total = 0
+        for i in range(layers):
+            rows = sum(hop_nodes[: layers - i + 1]) if hop_nodes else n
+            layer_edges = sum(edges[: layers - i]) if edges else e + n
+            per_layer = rows * h * act_bytes * (TRAIN_TENSORS_PER_LAYER if train else 1)
+            if gnn == "gat":
+                per_layer += layer_edges * (h * act_bytes + heads * 3 * 4)
+            total += per_layer
+        return int(total * (passes if train else 1))
+
+    def adjacency(edges: int, train: bool) -> int:
+        base = edges * ADJ_BYTES_PER_EDGE
+        if gnn == "gat":
+            base = edges * 16  # edge_index int64
+        return int(base * (2 if train else 1))
+
+    def model_extra(rows: int, train: bool) -> dict[str, int]:
+        if model == "gae" and train:
+            return {"decoder pairs (pos + neg)": int(2 * e * h * act_bytes if rows == n else 0)}
+        if model == "daegc" and train and rows == n:
+            return {"dense reconstruction N×N": int(2 * n * n * 4)}
+        return {}
+
+    full_train = {
+        "features": feature_bytes(n),
+        "topology (adjacency)": adjacency(e + n, train=True),
+        "activations": encoder_activations([], [], train=True),
+        "parameters + optimizer": params(),
+        **model_extra(n, True),
+    }
+    full_infer = {
+        "features": feature_bytes(n),
+        "topology (adjacency)": adjacency(e + n, train=False),
+        "activations": int(n * h * act_bytes * INFER_TENSORS),
+        "parameters": params() // 4,
+    }
+    fan_out = settings.fan_out_list()
+    batch = mini_batch_size or settings.batch_size
+    hop_nodes, hop_edges = expected_sampled(n, avg_deg, batch, fan_out)
+    sampled = sum(hop_nodes)
+    mini_train = {
+        "batch features": sampled * f * 4,
+        "batch topology": sum(hop_edges) * (16 + ADJ_BYTES_PER_EDGE * 2),
+        "activations": encoder_activations(hop_nodes, hop_edges, train=True),
+        "parameters + optimizer": params(),
+    }
+    infer_batch = settings.infer_batch_size
+    infer_fan = settings.infer_fan_out
+    sources = infer_batch * (avg_deg if infer_fan < 0 else min(infer_fan, avg_deg))
+    mini_infer = {
+        "batch inputs": int(min(sources + infer_batch, n) * max(f, h) * 4),
+        "batch topology": int(sources * (16 + ADJ_BYTES_PER_EDGE)),
+        "activations": int(infer_batch * h * act_bytes * INFER_TENSORS),
+        "parameters": params() // 4,
+    }
+    host_graph = {
+        "features": feature_bytes(n),
+        "topology (CSC)": (n + 1) * 8 + e * 8,
+    }
+    return {
+        "full_batch_train": MemoryEstimate("full-batch training", full_train),
+        "mini_batch_train": MemoryEstimate(
+            "mini-batch training", mini_train, {**host_graph}
+        ),
+        "full_batch_infer": MemoryEstimate("full-batch inference", full_infer),
+        "mini_batch_infer": MemoryEstimate(
+            "mini-batch inference", mini_infer,
+            {**host_graph, "layer outputs (2 × N × H)": 2 * n * h * 4},
+        ),
+        "sampled_nodes_per_batch": sampled,
+        "hop_nodes": hop_nodes,
+    }  # fmt: skip
+
+
+def recommend(info: GraphInfo, settings: Settings, device: Device) -> Plan:
+    """Apply the rules of thumb, then override them where the estimate says they do not fit."""
+    n = info.nodes
+    reasons: list[str] = []
+    layers = settings.num_layers
+    fan = default_fan_out(layers)
+    reasons.append(
+        f"fan_out {fan}: rule of thumb for {layers} layer(s) (15 ≤2, 10 for 3, 5 deeper)"
+    )
+    if n < SMALL_GRAPH:
+        mini_batch, batch_size = False, settings.batch_size
+        reasons.append(f"full-batch: {n:,} nodes < {SMALL_GRAPH:,}")
+    elif n <= LARGE_GRAPH:
+        mini_batch, batch_size = True, 2048
+        reasons.append(f"mini-batch, batch_size 2048: {n:,} nodes in 10K–1M")
+    else:
+        mini_batch, batch_size = True, 8192
+        reasons.append(f"mini-batch, batch_size 8192: {n:,} nodes > 1M")
+    probe = settings.model_copy(update={"fan_out": fan, "batch_size": batch_size})
+    est = estimate(info, probe)
+    budget = device.budget
+    where = f"{device.name} budget {fmt_bytes(budget)}"
+    if not mini_batch and est["full_batch_train"].total > budget:
+        mini_batch, batch_size = True, 2048
+        reasons.append(
+            f"mini-batch instead: full-batch training needs "
+            f"{fmt_bytes(est['full_batch_train'].total)} > {where}"
+        )
+    elif mini_batch and est["full_batch_train"].total > budget:
+        reasons.append(
+            f"full-batch training would need {fmt_bytes(est['full_batch_train'].total)} "
+            f"> {where}: needs mini-batch"
+        )
+    # Shrink the batch until one sampled batch fits (never below 256).
+    while mini_batch and batch_size > 256:
+        est = estimate(info, probe.model_copy(update={"batch_size": batch_size}))
+        if est["mini_batch_train"].total <= budget:
+            break
+        batch_size //= 2
+        reasons.append(f"batch_size {batch_size}: a larger sampled batch exceeds {where}")
+    infer_batch = 4 * batch_size
+    reasons.append(f"infer_batch_size {infer_batch}: 4 × the training batch (no autograd)")
+    full_infer = estimate(info, probe)["full_batch_infer"].total
+    force_full = n <= LARGE_GRAPH
+    if force_full and full_infer > budget:
+        force_full = False
+        reasons.append(
+            f"force_full_batch_inference false: full-batch inference needs "
+            f"{fmt_bytes(full_infer)} > {where}"
+        )
+    elif force_full:
+        reasons.append(f"infer_fan_out -1, force_full_batch_inference: {n:,} nodes ≤ 1M")
+    else:
+        reasons.append(f"infer_fan_out -1, layer-wise mini-batch inference: {n:,} nodes > 1M")
+    allow_cpu = device.kind == "cuda" and full_infer > budget
+    if allow_cpu:
+        reasons.append("allow_cpu_fallback: full-batch inference does not fit the GPU")
+    storage = "memory"
+    host_need = est["mini_batch_train"].host_total
+    if host_need > device.host_free_bytes * USABLE_FRACTION:
+        storage = "disk"
+        reasons.append(
+            f"storage disk: features + topology need {fmt_bytes(host_need)} > free RAM "
+            f"{fmt_bytes(device.host_free_bytes)}; convert once with `agc convert`"
+        )
+    if device.kind == "cuda" and device.count > 1:
+        reasons.append(
+            f"{device.count} GPUs visible: train data-parallel with --nproc-per-node {device.count}"
+        )
+    rec = {
+        "dataset": info.name,
+        "model": settings.model,
+        "gnn_type": settings.gnn_type,
+        "hidden_channels": settings.hidden_channels,
+        "num_layers": layers,
+        "mini_batch": mini_batch,
+        "batch_size": batch_size,
+        "fan_out": [fan] * layers,
+        "infer_batch_size": infer_batch,
+        "infer_fan_out": -1,
+        "force_full_batch_inference": force_full,
+        "allow_cpu_fallback": allow_cpu or settings.allow_cpu_fallback,
+    }
+    if storage == "disk":
+        rec["storage"] = "disk"
+    final = estimate(info, settings.model_copy(update={"fan_out": fan, "batch_size": batch_size}))
+    estimates = {k: v for k, v in final.items() if isinstance(v, MemoryEstimate)}
+    return Plan(estimates, device, Recommendation(rec, reasons, storage))
+
+
+def fmt_bytes(n: float) -> str:
+    """Human-readable size with binary units (``1.5 GB`` means 1.5 GiB)."""
+    if n <= 0:
+        return "0 B"
+    units = ["B", "KB", "MB", "GB", "TB", "PB"]
+    i = min(int(math.log(n, 1024)), len(units) - 1)
+    value = n / 1024**i
+    return f"{value:.0f} {units[i]}" if i == 0 else f"{value:.1f} {units[i]}"

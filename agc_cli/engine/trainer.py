@@ -1,0 +1,307 @@
+"""One trainer for every model, full-batch and mini-batch.
+
+The loop: (optionally sampled) batch → ``model.loss`` under autocast → scaled backward →
+optimizer step every ``accumulate`` batches. Counters live in :class:`TrainState` so a
+checkpoint can restore them; the seed order of epoch ``e`` is a pure function of
+``(seed, e)`` and each batch's sampling generator of ``(seed, e, batch)``, so a resumed run
+draws exactly what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from agc_cli.data.graph import Graph
+from agc_cli.engine import checkpoint as ckpt
+from agc_cli.engine.memory import MemoryMonitor, PeakMemory
+from agc_cli.engine.progress import NullProgress, Progress
+from agc_cli.engine.rundir import RunDir
+from agc_cli.engine.runtime import autocast, autocast_dtype, make_grad_scaler
+from agc_cli.errors import DivergedError, InterruptedRun
+from agc_cli.models.base import ClusteringModel
+from agc_cli.models.batch import GraphBatch
+from agc_cli.sampling import derive_seed, make_loader
+from agc_cli.settings import Settings
+
+
+@dataclass
+class TrainState:
+    """The trainer's counters (what a checkpoint needs besides weights and RNG states)."""
+
+    epoch: int = 0  # completed epochs
+    batch: int = 0  # completed batches of the current epoch
+    step: int = 0  # optimizer steps taken
+    loss: float = math.nan  # last epoch's mean loss
+    best_loss: float = math.inf
+    bad_epochs: int = 0  # epochs without improvement (early stopping)
+    epoch_loss_sum: float = 0.0  # running sums of the current, unfinished epoch
+    epoch_weight: int = 0
+    epoch_parts: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+@dataclass
+class TrainResult:
+    epochs: int
+    seconds: float
+    ms_per_epoch: float
+    loss: float
+    best_loss: float
+    peak: PeakMemory
+    stopped_early: bool
+    history: list[dict[str, Any]]
+
+
+class Trainer:
+    """Train ``model`` on ``graph`` with ``settings``; ``run`` (optional) receives checkpoints,
+    metrics and the log."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        model: ClusteringModel,
+        settings: Settings,
+        device: torch.device,
+        run: RunDir | None = None,
+        progress: Progress | None = None,
+        mini_batch: bool | None = None,
+    ):
+        self.graph = graph
+        self.settings = settings
+        self.device = device
+        self.model = model.to(device)
+        self.run = run
+        self.progress = progress or NullProgress()
+        self.mini_batch = settings.mini_batch if mini_batch is None else mini_batch
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        )
+        self.amp_dtype = autocast_dtype(settings.precision, device)
+        self.scaler = make_grad_scaler(device, self.amp_dtype)
+        self.state = TrainState()
+        self.history: list[dict[str, Any]] = []
+        self._full_batch: GraphBatch | None = None
+        self._stop_signal: int | None = None
+        self.log = run.logger() if run is not None else None
+
+    # ----- checkpoint state -------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "settings": self.settings.to_yaml_dict(),
+            "trainer": self.state.state_dict(),
+            "mini_batch": bool(self.mini_batch),
+            "rng": ckpt.rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.state.load_state_dict(state["trainer"])
+        ckpt.set_rng_state(state["rng"])
+
+    def save(self, kind: str = "last") -> None:
+        """Write ``last.pt`` (and a numbered copy, pruned to ``keep_checkpoints``) or ``best.pt``."""
+        if self.run is None:
+            return
+        directory = self.run.checkpoints
+        state = self.state_dict()
+        if kind == "best":
+            ckpt.save_checkpoint(directory / ckpt.BEST, state)
+            return
+        ckpt.save_checkpoint(directory / ckpt.LAST, state)
+        if self.settings.keep_checkpoints:
+            ckpt.save_checkpoint(directory / f"step-{self.state.step:08d}.pt", state)
+            ckpt.prune(directory, self.settings.keep_checkpoints)
+
+    # ----- loop -------------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        s = self.settings
+        start_epoch = self.state.epoch
+        self.progress.start(
+            {"epochs": s.epochs, "start_epoch": start_epoch, "mini_batch": self.mini_batch}
+        )
+        t0 = time.perf_counter()
+        with MemoryMonitor(self.device) as mon, self._signals():
+            try:
+                while self.state.epoch < s.epochs and not self.state.stopped_early:
+                    self._run_epoch(self.state.epoch)
+            except KeyboardInterrupt:
+                self._interrupted(signal.SIGINT)
+        seconds = time.perf_counter() - t0
+        done = max(self.state.epoch - start_epoch, 1)
+        return TrainResult(
+            epochs=self.state.epoch,
+            seconds=seconds,
+            ms_per_epoch=1000 * seconds / done,
+            loss=self.state.loss,
+            best_loss=self.state.best_loss,
+            peak=mon.peak,
+            stopped_early=self.state.stopped_early,
+            history=self.history,
+        )
+
+    def _run_epoch(self, epoch: int) -> None:
+        s = self.settings
+        self.model.train()
+        self.model.begin_epoch(epoch, self.graph)
+        t0 = time.perf_counter()
+        batches, num_batches, total_nodes = self._batches(epoch, self.state.batch)
+        done_nodes = min(self.state.batch * s.batch_size, total_nodes) if self.mini_batch else 0
+        self.progress.epoch_start(epoch, s.epochs, total_nodes, done_nodes)
+        for index, batch in batches:
+            self._train_step(batch, index, num_batches)
+            self.state.batch = index + 1
+            self.progress.advance(batch.batch_size)
+            if self._stop_signal is not None:
+                self._interrupted(self._stop_signal)
+            if (
+                self.mini_batch
+                and s.save_every_batch
+                and self.state.batch % s.save_every_batch == 0
+                and self.state.batch < num_batches
+            ):
+                self.save()
+        self._end_epoch(epoch, time.perf_counter() - t0, total_nodes)
+
+    def _batches(self, epoch: int, start: int) -> tuple[Iterator[tuple[int, GraphBatch]], int, int]:
+        """Batches of ``epoch`` from batch ``start`` on, their count and the epoch's node count."""
+        if not self.mini_batch:
+            if self._full_batch is None:
+                self._full_batch = GraphBatch.full(self.graph, self.device)
+            return iter([(0, self._full_batch)]), 1, self.graph.num_nodes
+        loader = self._loader()
+        loader.set_epoch(epoch, start)
+        total = self.graph.num_nodes
+        num_batches = math.ceil(total / self.settings.batch_size)
+
+        def generate() -> Iterator[tuple[int, GraphBatch]]:
+            for i, data in enumerate(loader, start=start):
+                yield i, GraphBatch.from_sampled(data, self.graph, self.device)
+
+        return generate(), num_batches, total
+
+    def _loader(self):
+        if not hasattr(self, "_loader_cache"):
+            s = self.settings
+            self._loader_cache = make_loader(
+                self.graph,
+                input_nodes=None,
+                fan_out=s.fan_out_list(),
+                batch_size=s.batch_size,
+                shuffle=True,
+                num_workers=s.num_workers,
+                seed=s.seed,
+            )
+        return self._loader_cache
+
+    def _train_step(self, batch: GraphBatch, index: int, num_batches: int) -> None:
+        s = self.settings
+        with autocast(self.device, self.amp_dtype):
+            out = self.model.loss(batch)
+        loss = out.loss
+        if not torch.isfinite(loss.detach()).all():
+            raise DivergedError(
+                f"non-finite loss ({float(loss.detach()):.4g}) at epoch {self.state.epoch + 1}, "
+                f"batch {index + 1}; stopped before the optimizer step (try a lower --lr)"
+            )
+        self.scaler.scale(loss / s.accumulate).backward()
+        if (index + 1) % s.accumulate == 0 or index + 1 == num_batches:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state.step += 1
+        weight = int(batch.batch_size)
+        self.state.epoch_loss_sum += float(loss.detach()) * weight
+        self.state.epoch_weight += weight
+        for name, value in out.parts.items():
+            self.state.epoch_parts[name] = (
+                self.state.epoch_parts.get(name, 0.0) + float(value) * weight
+            )
+
+    def _end_epoch(self, epoch: int, seconds: float, nodes: int) -> None:
+        st, s = self.state, self.settings
+        weight = max(st.epoch_weight, 1)
+        st.loss = st.epoch_loss_sum / weight
+        record = {
+            "epoch": epoch + 1,
+            "loss": st.loss,
+            **{k: v / weight for k, v in st.epoch_parts.items()},
+            "seconds": seconds,
+            "nodes_per_s": nodes / seconds if seconds > 0 else None,
+            "step": st.step,
+        }
+        st.epoch += 1
+        st.batch = 0
+        st.epoch_loss_sum, st.epoch_weight, st.epoch_parts = 0.0, 0, {}
+        improved = st.loss < st.best_loss
+        if improved:
+            st.best_loss, st.bad_epochs = st.loss, 0
+        else:
+            st.bad_epochs += 1
+            if s.patience and st.bad_epochs >= s.patience:
+                st.stopped_early = True
+        self.history.append(record)
+        if self.run is not None:
+            self.run.append_metrics(record)
+            if self.log:
+                self.log.info("epoch %d loss %.6f", epoch + 1, st.loss)
+        if improved:
+            self.save("best")
+        last_epoch = st.epoch == s.epochs or st.stopped_early
+        if (s.save_every and st.epoch % s.save_every == 0) or last_epoch:
+            self.save()
+        self.progress.epoch_end(epoch, record)
+
+    # ----- interruption -----------------------------------------------------------------------
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM finish the current step, then checkpoint and stop; a second SIGINT
+        abandons the step at once (its gradients are never applied)."""
+
+        def on_signal(signum, frame):
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        try:
+            previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: leave signals alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _interrupted(self, signum: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.save()
+        where = f" {self.run.path}" if self.run is not None else ""
+        name = signal.Signals(signum).name
+        raise InterruptedRun(
+            f"{name}: stopped at epoch {self.state.epoch + 1}, batch {self.state.batch}; "
+            f"checkpoint written; continue with: agc resume{where}"
+        )

@@ -1,0 +1,125 @@
+"""Memory planner: the rules of thumb at each threshold, overrides, device budget, sizes."""
+
+from __future__ import annotations
+
+import pytest
+
+from agc_cli.data.sources import GraphInfo
+from agc_cli.engine.planner import (
+    Device,
+    estimate,
+    expected_sampled,
+    fmt_bytes,
+    parse_size,
+    recommend,
+)
+from agc_cli.settings import load_settings
+
+BIG_GPU = Device("cuda", "what-if GPU", 80 * 2**30, 80 * 2**30, 1 << 50, what_if=True)
+
+
+def info(nodes: int, degree: float = 10.0, features: int = 64) -> GraphInfo:
+    return GraphInfo("g", "synthetic", nodes, int(nodes * degree), features, 5)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "mini", "batch"),
+    [
+        (9_999, False, None),
+        (10_000, True, 2048),
+        (500_000, True, 2048),
+        (1_000_000, True, 2048),
+        (1_000_001, True, 8192),
+        (50_000_000, True, 8192),
+    ],
+)
+def test_mode_and_batch_size_rules(nodes, mini, batch):
+    rec = recommend(info(nodes), load_settings({"model": "dgi"}), BIG_GPU).recommendation
+    assert rec.settings["mini_batch"] is mini
+    if batch is not None:
+        assert rec.settings["batch_size"] == batch
+        assert rec.settings["infer_batch_size"] == 4 * batch
+
+
+@pytest.mark.parametrize(("layers", "fan"), [(1, 15), (2, 15), (3, 10), (4, 5), (6, 5)])
+def test_fan_out_rule(layers, fan):
+    s = load_settings({"num_layers": layers})
+    rec = recommend(info(50_000), s, BIG_GPU).recommendation
+    assert rec.settings["fan_out"] == [fan] * layers
+
+
+@pytest.mark.parametrize(("nodes", "force"), [(1_000_000, True), (1_000_001, False)])
+def test_full_batch_inference_rule(nodes, force):
+    rec = recommend(info(nodes), load_settings(), BIG_GPU).recommendation
+    assert rec.settings["force_full_batch_inference"] is force
+    assert rec.settings["infer_fan_out"] == -1
+
+
+def test_full_batch_overridden_when_it_does_not_fit():
+    tiny = Device("cuda", "what-if GPU", 2**20, 2**20, 1 << 50, what_if=True)
+    plan = recommend(info(5_000, features=5000), load_settings(), tiny)
+    assert plan.recommendation.settings["mini_batch"] is True
+    assert any("instead" in r for r in plan.recommendation.reasons)
+
+
+def test_cpu_fallback_when_full_batch_inference_does_not_fit_gpu():
+    gpu = Device("cuda", "what-if GPU", 2**30, 2**30, 1 << 50, what_if=True)
+    plan = recommend(info(900_000, degree=50, features=500), load_settings(), gpu)
+    rec = plan.recommendation.settings
+    assert rec["force_full_batch_inference"] is False
+    assert any("allow_cpu_fallback" in r for r in plan.recommendation.reasons)
+
+
+def test_each_decision_has_a_reason():
+    plan = recommend(info(50_000), load_settings(), BIG_GPU)
+    text = " ".join(plan.recommendation.reasons)
+    for word in ("fan_out", "mini-batch", "infer_batch_size", "infer_fan_out"):
+        assert word in text
+
+
+def test_disk_storage_suggested_when_features_exceed_ram():
+    small_host = Device("cuda", "gpu", 80 * 2**30, 80 * 2**30, 2**30)
+    plan = recommend(info(5_000_000, features=512), load_settings(), small_host)
+    assert plan.recommendation.storage == "disk"
+
+
+def test_expected_sampled_is_capped_by_graph_size():
+    hops, edges = expected_sampled(100, 50.0, 64, [10, 10])
+    assert hops[0] == 64 and sum(hops) <= 100
+    assert edges[0] == 640
+    hops, _ = expected_sampled(10**6, 5.0, 100, [10])
+    assert hops == [100, 500]  # min(fan_out, degree) neighbours per node
+
+
+def test_estimates_grow_with_model_size():
+    small = estimate(info(100_000), load_settings({"hidden_channels": 64}))
+    large = estimate(info(100_000), load_settings({"hidden_channels": 512}))
+    for key in ("full_batch_train", "mini_batch_train", "full_batch_infer"):
+        assert large[key].total > small[key].total
+
+
+def test_gat_counts_per_edge_attention():
+    base = load_settings({"gnn_type": "gcn", "model": "gae"})
+    gat = load_settings({"gnn_type": "gat", "model": "gae"})
+    g = info(50_000, degree=40)
+    assert estimate(g, gat)["full_batch_train"].total > estimate(g, base)["full_batch_train"].total
+
+
+def test_dgi_counts_the_corrupted_pass():
+    g = info(50_000)
+    dgi = estimate(g, load_settings({"model": "dgi", "num_layers": 2, "hidden_channels": 256}))
+    gae = estimate(g, load_settings({"model": "gae", "num_layers": 2, "hidden_channels": 256}))
+    assert dgi["full_batch_train"].components["activations"] == pytest.approx(
+        2 * gae["full_batch_train"].components["activations"]
+    )
+
+
+def test_parse_and_format_sizes():
+    assert parse_size("32GB") == 32 * 2**30
+    assert parse_size("16GiB") == 16 * 2**30
+    assert parse_size("512mb") == 512 * 2**20
+    assert parse_size("1000") == 1000
+    for bad in ("lots", "-1GB", "0"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    assert fmt_bytes(1536 * 2**20) == "1.5 GB"

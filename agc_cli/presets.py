@@ -20,6 +20,36 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "patience": 20,
         }
     },
+    "gae": {
+        "default": {
+            "gnn_type": "gcn",
+            "hidden_channels": 256,
+            "num_layers": 2,
+            "activation": "relu",
+            "lr": 1e-2,
+            "epochs": 200,
+        }
+    },
+    "ccassg": {
+        "default": {
+            "gnn_type": "gcn",
+            "hidden_channels": 512,
+            "num_layers": 2,
+            "activation": "relu",
+            "lr": 1e-3,
+            "epochs": 50,
+        }
+    },
+    "dmon": {
+        "default": {
+            "gnn_type": "gcn",
+            "hidden_channels": 256,
+            "num_layers": 1,
+            "activation": "elu",
+            "lr": 1e-3,
+            "epochs": 500,
+        }
+    },
 }
 
 

@@ -49,9 +49,12 @@ def main() -> None:
     print(f"threads            {torch.get_num_threads()}")
     print(f"time               {seconds:.1f} s")
     print(f"nodes              {graph.num_nodes:,}")
-    print(f"edges (directed)   {graph.num_edges:,}  (planned {planned['num_edges']:,})")
-    print(f"average degree     {graph.num_edges / graph.num_nodes:.2f}  (requested {spec.degree:g})")
-    print(f"final size         {size / MB:,.0f} MB  (Graph.nbytes(); planned {planned['nbytes'] / MB:,.0f} MB)")
+    print(f"edges (directed)   {graph.num_edges:,}  (planned {planned['edges']:,})")
+    print(
+        f"average degree     {graph.num_edges / graph.num_nodes:.2f}  (requested {spec.degree:g})"
+    )
+    print(f"final size         {size / MB:,.0f} MB  (Graph.nbytes())")
+    print(f"planned size       {planned['nbytes'] / MB:,.0f} MB  (describe())")
     print(f"baseline RSS       {baseline / MB:,.0f} MB  (interpreter + torch, before generating)")
     print(f"peak RSS           {peak / MB:,.0f} MB")
     print(f"peak RSS / final   {peak / size:.2f}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from sklearn.cluster import KMeans
@@ -157,7 +159,7 @@ def test_same_seed_gives_a_bit_identical_graph():
 
 def test_different_seeds_give_different_graphs():
     first = graph_of(SKEWED)
-    other = generate(SyntheticSpec(**{**SKEWED.__dict__, "seed": SKEWED.seed + 1}))
+    other = generate(replace(SKEWED, seed=SKEWED.seed + 1))
     assert not torch.equal(first.y, other.y)
     assert not torch.equal(first.row, other.row)
     assert not torch.equal(first.x, other.x)
@@ -177,13 +179,15 @@ def test_sbm_small_needs_the_graph_raw_features_fail_and_smoothed_ones_cluster()
     # Two hops of symmetric-normalised propagation with self-loops (SGC), as a GNN would do.
     degree = graph.degree().double() + 1
     weight = (degree[graph.row] * degree[col]).rsqrt().float()
-    adjacency = torch.sparse_coo_tensor(torch.stack([col, graph.row]), weight, (n, n))
+    adjacency = torch.sparse_coo_tensor(
+        torch.stack([col, graph.row]), weight, (n, n), check_invariants=False
+    )
     smoothed = graph.x
     for _ in range(2):
         smoothed = torch.sparse.mm(adjacency, smoothed) + smoothed / degree[:, None].float()
 
     def nmi(x: torch.Tensor) -> float:
-        labels = KMeans(spec.clusters, n_init=3, random_state=0).fit_predict(x.numpy())
+        labels = KMeans(spec.clusters, n_init=1, random_state=0).fit_predict(x.numpy())
         return normalized_mutual_info_score(graph.y.numpy(), labels)
 
     assert nmi(graph.x) < 0.2
@@ -214,7 +218,7 @@ def test_parse_returns_the_preset_case_insensitively():
 def test_parse_override_replaces_only_the_named_fields():
     spec = parse_synthetic("sbm-small:seed=3,SNR=2")
     base = PRESETS["sbm-small"]
-    assert spec == SyntheticSpec(**{**base.__dict__, "seed": 3, "snr": 2.0})
+    assert spec == replace(base, seed=3, snr=2.0)
     assert spec.name == "sbm-small:seed=3,snr=2"
 
 
@@ -229,7 +233,7 @@ def test_parse_custom_spec_sets_every_field():
 
 def test_parse_custom_spec_takes_left_out_fields_from_sbm_small():
     spec = parse_synthetic("sbm:nodes=1e4,clusters=20")
-    assert spec == SyntheticSpec(**{**PRESETS["sbm-small"].__dict__, "clusters": 20})
+    assert spec == replace(PRESETS["sbm-small"], clusters=20)
 
 
 @pytest.mark.parametrize("name", ["cora", "ogbn-products", "reddit", "./graphs/sbm.npz", "sbmx"])
@@ -273,7 +277,7 @@ def test_parse_rejects_bad_names_with_a_usage_error_naming_the_part(name, named)
 )
 def test_invalid_spec_raises_usage_error_naming_the_parameter(field, value):
     with pytest.raises(UsageError, match=rf"\b{field}\b"):
-        SyntheticSpec(**{**UNIFORM.__dict__, field: value})
+        replace(UNIFORM, **{field: value})
 
 
 def test_degree_too_dense_for_the_clusters_raises_usage_error_naming_degree():

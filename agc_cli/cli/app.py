@@ -8,7 +8,7 @@ import sys
 import typer
 
 from agc_cli import __version__
-from agc_cli.cli import stats
+from agc_cli.cli import cluster, infer, run, stats, train
 from agc_cli.cli.render import err_console
 from agc_cli.errors import AgcError, SettingsError
 
@@ -20,6 +20,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("stats")(stats.stats)
+app.command("train")(train.train)
+app.command("infer")(infer.infer)
+app.command("cluster")(cluster.cluster)
+app.command("run")(run.run)
 
 
 def _version(value: bool) -> None:

@@ -20,16 +20,18 @@ from torch import Tensor
 from agc_cli.errors import DataError, UsageError
 
 BACKENDS = ("auto", "sklearn", "torch", "minibatch")
-# On CPU scikit-learn's Lloyd (OpenMP, Cython) is the reference implementation; above this size
-# the torch backend shares the GPU code path and its chunked memory bound (see bench_kmeans.py).
+# On CPU scikit-learn's fused Cython Lloyd is as fast as the torch backend (bench_kmeans.py), but
+# every iteration of every one of n_init runs is a full pass: beyond this size mini-batch wins.
 SKLEARN_MAX_NODES = 1_000_000
-# From here on even one full pass per iteration is costly and the embeddings may not fit in
-# (device) memory; mini-batch reads them block by block.
+# On an accelerator full passes are cheap; from here on the embeddings may not fit in device
+# memory, and mini-batch reads them block by block.
 MINIBATCH_MIN_NODES = 10_000_000
 # Elements in one distance or feature block (64 MiB of float32).
 _BLOCK_ELEMENTS = 1 << 24
 # The mini-batch backend seeds on a random sample of this many rows per cluster (at least).
 _SAMPLE_ROWS_PER_CLUSTER = 256
+# Mini-batches drawn from one contiguous block of rows read at once.
+_BATCHES_PER_BLOCK = 8
 
 
 @dataclass
@@ -59,12 +61,14 @@ class _Fit(NamedTuple):
 
 
 def choose_backend(num_nodes: int, device: torch.device | str = "cpu") -> str:
-    """The backend ``backend="auto"`` runs for ``num_nodes`` rows on ``device``."""
-    if num_nodes >= MINIBATCH_MIN_NODES:
-        return "minibatch"
-    if torch.device(device).type != "cpu" or num_nodes > SKLEARN_MAX_NODES:
-        return "torch"
-    return "sklearn"
+    """The backend ``backend="auto"`` runs for ``num_nodes`` rows on ``device``.
+
+    CPU: ``"sklearn"`` up to :data:`SKLEARN_MAX_NODES` rows, then ``"minibatch"``. Accelerators:
+    ``"torch"`` below :data:`MINIBATCH_MIN_NODES` rows, then ``"minibatch"``.
+    """
+    if torch.device(device).type == "cpu":
+        return "sklearn" if num_nodes <= SKLEARN_MAX_NODES else "minibatch"
+    return "torch" if num_nodes < MINIBATCH_MIN_NODES else "minibatch"
 
 
 def kmeans(
@@ -122,6 +126,8 @@ def kmeans(
             raise UsageError(f"{name} must be at least 1, got {value}")
     if chunk_size is not None and chunk_size < 1:
         raise UsageError(f"chunk_size must be at least 1, got {chunk_size}")
+    if isinstance(embeddings, Tensor):
+        embeddings = embeddings.detach()
     if device is None:
         device = embeddings.device if isinstance(embeddings, Tensor) else torch.device("cpu")
     device = torch.device(device)
@@ -147,7 +153,7 @@ def kmeans(
             max_iter=max_iter,
             tol=tol,
             normalize=normalize,
-            chunk=max(chunk, batch_size),
+            chunk=chunk,
             batch_size=batch_size,
         )
     return KMeansResult(
@@ -181,7 +187,7 @@ def _load(embeddings: Tensor | np.ndarray, device: torch.device, normalize: bool
     if isinstance(embeddings, np.ndarray):
         # A read-only memory map cannot back a tensor; np.require copies only when it must.
         embeddings = torch.from_numpy(np.require(embeddings, np.float32, ["C", "W"]))
-    return _prepare(embeddings.detach().to(device=device, dtype=torch.float32), normalize)
+    return _prepare(embeddings.to(device=device, dtype=torch.float32), normalize)
 
 
 def _read(
@@ -226,7 +232,7 @@ def _sq_dists(x: Tensor, x_sq: Tensor, points: Tensor) -> Tensor:
 
 
 def _nearest(x: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
-    """Nearest centre of every row and ``||c||^2 - 2 x.c`` for it (``||x||^2`` short)."""
+    """Squared distance to the nearest centre minus ``||x||^2``, and that centre, per row."""
     # ||x||^2 is the same for every centre, so the argmin does not need it.
     return torch.addmm(centers.pow(2).sum(1), x, centers.T, alpha=-2).min(1)
 
@@ -282,20 +288,34 @@ def _assign(
         partial, nearest = _nearest(block, centers)
         labels[a:b] = nearest
         torch.add(partial, x_sq[a:b], out=min_sq[a:b])
-        # Summed row by row in float64, so the centroids do not depend on the chunk size.
-        sums.index_add_(0, nearest, block.double())
+        # float32 within a block (a float64 copy of every block costs more than the distances),
+        # float64 across blocks.
+        sums += torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(
+            0, nearest, block
+        )
     return labels, min_sq, sums, torch.bincount(labels, minlength=k)
 
 
 def _lloyd(
     x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol_abs: float, chunk: int
 ) -> _Fit:
+    centers, labels, n_iter = _lloyd_iterations(x, x_sq, centers, max_iter, tol_abs, chunk)
+    inertia = sum(
+        _block_inertia(x[a:b], centers, labels[a:b]) for a, b in _spans(x.shape[0], chunk)
+    )
+    return _Fit(centers, labels, inertia, n_iter)
+
+
+def _lloyd_iterations(
+    x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol_abs: float, chunk: int
+) -> tuple[Tensor, Tensor, int]:
+    """Final centres, the labels they induce, and the iterations run."""
     previous = None
     for n_iter in range(1, max_iter + 1):
         labels, min_sq, sums, counts = _assign(x, x_sq, centers, chunk)
         if previous is not None and torch.equal(labels, previous):
             # The centres are already the means of this assignment.
-            break
+            return centers, labels, n_iter
         new_centers = (sums / counts.clamp_min(1)[:, None]).to(x.dtype)
         empty = (counts == 0).nonzero()[:, 0]
         if empty.numel():
@@ -304,14 +324,8 @@ def _lloyd(
         shift = float((new_centers - centers).pow(2).sum())
         centers, previous = new_centers, labels
         if shift <= tol_abs:
-            labels = _assign(x, x_sq, centers, chunk)[0]
-            break
-    else:
-        labels = _assign(x, x_sq, centers, chunk)[0]
-    inertia = sum(
-        _block_inertia(x[a:b], centers, labels[a:b]) for a, b in _spans(x.shape[0], chunk)
-    )
-    return _Fit(centers, labels, inertia, n_iter)
+            return centers, _assign(x, x_sq, centers, chunk)[0], n_iter
+    return centers, _assign(x, x_sq, centers, chunk)[0], max_iter
 
 
 def _best_of(
@@ -346,11 +360,11 @@ def _minibatch_kmeans(
     chunk: int,
     batch_size: int,
 ) -> _Fit:
-    """Mini-batch k-means (Sculley 2010) over blocks of ``chunk`` rows read from ``data``.
+    """Mini-batch k-means (Sculley 2010) over ``data`` read block by block.
 
     Seeds with full k-means on a random sample, then updates every centre towards the running
-    mean of the rows ever assigned to it (per-centre learning rate ``1 / count``), visiting the
-    blocks in random order each pass. A final pass assigns every row.
+    mean of the rows ever assigned to it (per-centre learning rate ``1 / count``). A final pass
+    assigns every row, ``chunk`` rows at a time.
     """
     device, n = gen.device, int(data.shape[0])
     sample_rows = np.sort(
@@ -367,7 +381,6 @@ def _minibatch_kmeans(
         max_iter=max_iter,
         tol_abs=tol_abs,
         normalize=normalize,
-        chunk=chunk,
         batch_size=batch_size,
     )
     centers = centers.float()
@@ -390,17 +403,22 @@ def _minibatch_passes(
     max_iter: int,
     tol_abs: float,
     normalize: bool,
-    chunk: int,
     batch_size: int,
 ) -> int:
-    """Refine the float64 ``centers`` in place, pass after pass; returns the passes made."""
+    """Refine the float64 ``centers`` in place, pass after pass; returns the passes made.
+
+    Each pass visits blocks of contiguous rows (cheap to read from a memory map) in random order
+    and shuffles the rows of a block into mini-batches. Blocks are sized by ``batch_size`` alone,
+    so the result does not depend on the distance chunk size.
+    """
     device, k, n = centers.device, centers.shape[0], int(data.shape[0])
     counts = torch.zeros(k, dtype=torch.float64, device=device)
-    starts = np.arange(0, n, chunk)
+    block_rows = _BATCHES_PER_BLOCK * batch_size
+    starts = np.arange(0, n, block_rows)
     for passes in range(1, max_iter + 1):
         before = centers.clone()
         for start in starts[rng.permutation(starts.size)]:
-            block = _read(data, slice(start, min(start + chunk, n)), device, normalize)
+            block = _read(data, slice(start, min(start + block_rows, n)), device, normalize)
             order = torch.randperm(block.shape[0], generator=gen, device=device)
             for a, b in _spans(block.shape[0], batch_size):
                 batch = block[order[a:b]]

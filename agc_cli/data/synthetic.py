@@ -8,15 +8,17 @@ The model, for ``nodes`` nodes split into ``clusters`` planted clusters:
   (int64) and ``num_classes == clusters``.
 * **Edges.** Exactly ``round(nodes * degree / 2)`` distinct undirected edges, of which
   ``round(homophily * that)`` join two nodes of the same cluster (split over clusters in
-  proportion to their size) and the rest join different clusters (uniformly over cluster
-  pairs, weighted by size). Both endpoints of an edge are drawn in proportion to the nodes'
-  propensities, within the chosen cluster(s); self-loops and duplicate pairs are discarded and
-  drawing continues in rounds until the counts are met, so the average degree (directed edges
-  per node) and the edge homophily come out as requested, not merely in expectation.
+  proportion to their size) and the rest join different clusters (each pair of clusters in
+  proportion to the product of their sizes). Both endpoints of an edge are drawn in proportion
+  to the nodes' propensities, within the chosen cluster(s); self-loops and duplicate pairs are
+  discarded and drawing continues in rounds until the counts are met, so the average degree
+  (directed edges per node) and the edge homophily come out as requested, not merely in
+  expectation.
 * **Degree skew.** Propensities are lognormal, ``exp(skew * z)`` with ``z ~ N(0, 1)``;
   ``skew = 0`` gives every node the same propensity (an ordinary SBM). They are quantised to
-  1/32 of the mean with unbiased random rounding and floored at 1/32 of the mean, so no node is
-  cut off from the graph on purpose.
+  1/32 of the mean with unbiased random rounding and floored at 1/32 of the mean, so every node
+  can get edges; in sparse graphs a few still get none by chance (about 20 of ``sbm-small``'s
+  10,000 nodes).
 * **Features.** ``x[i] = snr * mu[y[i]] + noise``, float32, with ``mu[c]`` a uniformly random
   unit direction per cluster and standard Gaussian noise. ``snr`` is the distance of a cluster
   centre from the origin in noise standard deviations, whatever the number of features.
@@ -26,7 +28,12 @@ sorted CSC form :func:`agc_cli.data.graph.to_csc` produces. Generation is determ
 (bit-identical graphs) and vectorised. It works one cluster at a time: each cluster's
 incoming edges are sorted and kept as int32 sources grouped by cluster, then copied into the
 final ``row`` in node-id order, so the peak memory stays close to the final graph's size
-(``sbm-reddit``: about 1.5 GB final, see ``benchmarks/bench_synthetic.py``).
+(``sbm-reddit``: 1.48 GB final, peak RSS about 1.3x that including torch itself; see
+``benchmarks/bench_synthetic.py``).
+
+Presets (:data:`PRESETS`): ``sbm-small`` (the default dataset: 10K nodes, raw features alone do
+not cluster but graph-smoothed ones do), ``sbm-reddit`` and ``sbm-products`` (the sizes of
+Reddit and ogbn-products). :func:`parse_synthetic` reads these names and spec strings.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -139,7 +146,8 @@ def _density_problems(spec: SyntheticSpec) -> list[tuple[str, str]]:
                 "degree",
                 f"degree={spec.degree:g} with homophily={spec.homophily:g} needs "
                 f"{int(within[c])} same-cluster edges in a cluster of {int(sizes[c])} nodes, "
-                f"more than {_MAX_DENSITY:g} of its node pairs; lower degree or use fewer clusters",
+                f"more than {_MAX_DENSITY:.0%} of its {int(pairs[c])} node pairs; lower degree or "
+                "use fewer clusters",
             )
         )
     cross_pairs = (spec.nodes**2 - int((sizes * sizes).sum())) // 2
@@ -148,8 +156,9 @@ def _density_problems(spec: SyntheticSpec) -> list[tuple[str, str]]:
             (
                 "homophily",
                 f"degree={spec.degree:g} with homophily={spec.homophily:g} needs {cross} "
-                f"cross-cluster edges but {spec.clusters} cluster(s) of {spec.nodes} nodes allow "
-                f"at most {int(_MAX_DENSITY * cross_pairs)}; raise homophily or lower degree",
+                f"cross-cluster edges, more than {_MAX_DENSITY:.0%} of the {cross_pairs} "
+                f"cross-cluster node pairs of {spec.clusters} cluster(s); raise homophily or "
+                "lower degree",
             )
         )
     return problems
@@ -192,7 +201,7 @@ PRESETS: dict[str, SyntheticSpec] = {
         skew=0.5,
         seed=0,
         name="sbm-small",
-    ),  # fmt: skip
+    ),
     "sbm-reddit": SyntheticSpec(
         nodes=232_965,
         clusters=41,
@@ -203,7 +212,7 @@ PRESETS: dict[str, SyntheticSpec] = {
         skew=1.0,
         seed=0,
         name="sbm-reddit",
-    ),  # fmt: skip
+    ),
     "sbm-products": SyntheticSpec(
         nodes=2_449_029,
         clusters=47,
@@ -214,7 +223,7 @@ PRESETS: dict[str, SyntheticSpec] = {
         skew=1.0,
         seed=0,
         name="sbm-products",
-    ),  # fmt: skip
+    ),
 }
 
 _INT_FIELDS = ("nodes", "clusters", "features", "seed")
@@ -270,21 +279,20 @@ def describe(spec: SyntheticSpec) -> dict[str, int | float | str]:
     """Sizes of the graph ``generate(spec)`` builds, computed without building it.
 
     Returns:
-        ``name``, ``num_nodes``, ``num_edges`` (directed), ``num_features``, ``num_classes``,
-        ``avg_degree``, ``homophily`` and ``nbytes`` (what ``Graph.nbytes()`` will report). The
-        counts are exact, not estimates.
+        ``name``, ``nodes``, ``edges`` (directed), ``features``, ``classes``, ``avg_degree``,
+        ``homophily`` and ``nbytes`` (what ``Graph.nbytes()`` will report). All are exact.
     """
     within, cross = _edge_targets(spec)
-    num_edges = 2 * (int(within.sum()) + cross)
-    nbytes = 8 * (spec.nodes + 1) + 8 * num_edges + 4 * spec.nodes * spec.features + 8 * spec.nodes
+    edges = 2 * (int(within.sum()) + cross)
+    nbytes = 8 * (spec.nodes + 1) + 8 * edges + 4 * spec.nodes * spec.features + 8 * spec.nodes
     return {
         "name": spec.name,
-        "num_nodes": spec.nodes,
-        "num_edges": num_edges,
-        "num_features": spec.features,
-        "num_classes": spec.clusters,
-        "avg_degree": num_edges / spec.nodes,
-        "homophily": 2 * int(within.sum()) / num_edges if num_edges else 1.0,
+        "nodes": spec.nodes,
+        "edges": edges,
+        "features": spec.features,
+        "classes": spec.clusters,
+        "avg_degree": edges / spec.nodes,
+        "homophily": 2 * int(within.sum()) / edges if edges else spec.homophily,
         "nbytes": nbytes,
     }
 
@@ -321,16 +329,18 @@ def generate(spec: SyntheticSpec) -> Graph:
 
 
 def _parse_number(text: str, integer: bool) -> int | float | None:
-    """``text`` as an int (``10_000`` and ``1e6`` accepted) or float; ``None`` if malformed."""
+    """``text`` as an int (``10_000``, ``1e6`` accepted) or a float; ``None`` if malformed."""
     try:
-        value = float(text.replace("_", ""))
+        return int(text) if integer else float(text)
+    except ValueError:
+        pass
+    if not integer:
+        return None
+    try:
+        value = float(text)
     except ValueError:
         return None
-    if not integer:
-        return value
-    if not value.is_integer():
-        return None
-    return int(text.replace("_", "")) if text.replace("_", "").isdigit() else int(value)
+    return int(value) if value.is_integer() else None
 
 
 def _generator(seed: int, *tags: int) -> torch.Generator:
@@ -402,8 +412,10 @@ def _distinct_pairs(
             "lower skew or degree"
         )
     if keys.numel() > target:
-        keep = torch.randperm(keys.numel(), generator=gen)[:target]
-        keys = keys[keep.sort().values]
+        # Drop a random surplus through a mask, which keeps the survivors sorted.
+        keep = torch.ones(keys.numel(), dtype=torch.bool)
+        keep[torch.randperm(keys.numel(), generator=gen)[: keys.numel() - target]] = False
+        keys = keys[keep]
     return keys
 
 
@@ -474,7 +486,7 @@ def _group_by_target(
         ``grouped`` [E] and the degree of each internal id.
     """
     n = spec.nodes
-    num_edges = 2 * (int(within.sum())) + cross.numel()
+    num_edges = 2 * int(within.sum()) + cross.numel()
     grouped = torch.empty(num_edges, dtype=torch.int32)
     degree = torch.empty(n, dtype=torch.long)
     # Where each cluster's slots start in the table: its nodes' slots are contiguous.
@@ -483,7 +495,7 @@ def _group_by_target(
         table_bounds = torch.searchsorted(table, offsets.int()).tolist() + [table.numel()]
     position = 0
     for c, (start, size, target) in enumerate(
-        zip(offsets.tolist(), sizes.tolist(), within.tolist())
+        zip(offsets.tolist(), sizes.tolist(), within.tolist(), strict=True)
     ):
         members = order[start : start + size]
         local = None

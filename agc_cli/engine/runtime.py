@@ -17,7 +17,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UsageError(f"device: {name} requested but CUDA is not available (use --device cpu)")
+            raise UsageError(
+                f"device: {name} requested but CUDA is not available (use --device cpu)"
+            )
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
             raise UsageError(f"device: {name} does not exist ({torch.cuda.device_count()} visible)")

@@ -28,7 +28,7 @@ from agc_cli.engine.runtime import autocast, autocast_dtype, make_grad_scaler
 from agc_cli.errors import DivergedError, InterruptedRun
 from agc_cli.models.base import ClusteringModel
 from agc_cli.models.batch import GraphBatch
-from agc_cli.sampling import derive_seed, make_loader
+from agc_cli.sampling import make_loader
 from agc_cli.settings import Settings
 
 
@@ -120,7 +120,8 @@ class Trainer:
         ckpt.set_rng_state(state["rng"])
 
     def save(self, kind: str = "last") -> None:
-        """Write ``last.pt`` (and a numbered copy, pruned to ``keep_checkpoints``) or ``best.pt``."""
+        """Write ``last.pt`` (plus a numbered copy, pruned to ``keep_checkpoints``) or
+        ``best.pt``."""
         if self.run is None:
             return
         directory = self.run.checkpoints
@@ -286,7 +287,9 @@ class Trainer:
             self._stop_signal = signum
 
         try:
-            previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+            previous = {
+                sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
         except ValueError:  # not the main thread: leave signals alone
             yield
             return

@@ -16,6 +16,7 @@ from torch.utils.data import Sampler
 from torch_geometric.data import EdgeAttr, FeatureStore, GraphStore, TensorAttr
 from torch_geometric.data.graph_store import EdgeLayout
 from torch_geometric.loader import NodeLoader
+from torch_geometric.loader.utils import index_select
 from torch_geometric.sampler import BaseSampler
 
 from agc_cli.data.graph import Graph
@@ -35,7 +36,7 @@ GraphSource = Graph | tuple[FeatureStore, GraphStore]
 class GraphFeatureStore(FeatureStore):
     """Read-only PyG ``FeatureStore`` over a :class:`Graph`'s ``x`` (and ``y``).
 
-    Rows are gathered with :meth:`Graph.feature_rows`, so sparse CSR features come out dense.
+    Rows come out dense: sparse CSR features are gathered with :meth:`Graph.feature_rows`.
     """
 
     def __init__(self, graph: Graph):
@@ -56,8 +57,13 @@ class GraphFeatureStore(FeatureStore):
             index = torch.arange(self.graph.num_nodes)
         index = torch.as_tensor(index, dtype=torch.long)
         if attr.attr_name == "x":
-            return self.graph.feature_rows(index.to(self.graph.x.device))
-        return self.graph.y[index.to(self.graph.y.device)]
+            index = index.to(self.graph.x.device)
+            if self.graph.sparse_features:
+                return self.graph.feature_rows(index)
+            # PyG's gather writes into shared memory inside a DataLoader worker, sparing the
+            # copy the worker would otherwise make to send the batch.
+            return index_select(self.graph.x, index)
+        return self.graph.y.index_select(0, index.to(self.graph.y.device))
 
     def _get_tensor_size(self, attr: TensorAttr) -> tuple[int, ...] | None:
         tensor = self._tensors().get(attr.attr_name)
@@ -127,7 +133,9 @@ class EpochOrder(Sampler[int]):
         return torch.randperm(self.num_items, generator=generator)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.start :].tolist())
+        # Chunks keep the Python ints of a 100M-seed epoch from existing all at once.
+        for chunk in self.order()[self.start :].split(1 << 20):
+            yield from chunk.tolist()
 
     def __len__(self) -> int:
         return self.num_items - self.start
@@ -149,6 +157,7 @@ class SubgraphLoader(NodeLoader):
         order: EpochOrder,
         num_workers: int,
         drop_last: bool,
+        pin_memory: bool,
     ):
         super().__init__(
             data,
@@ -158,6 +167,7 @@ class SubgraphLoader(NodeLoader):
             sampler=order,
             num_workers=num_workers,
             drop_last=drop_last,
+            pin_memory=pin_memory,
         )
         self.order = order
 
@@ -222,6 +232,7 @@ def make_loader(
     seed: int | None = None,
     sampler: str = "auto",
     drop_last: bool = False,
+    pin_memory: bool = False,
 ) -> SubgraphLoader:
     """A loader of sampled subgraphs around batches of ``input_nodes``.
 
@@ -236,6 +247,7 @@ def make_loader(
             RNG if ``None``.
         sampler: ``"auto"``, ``"agc"`` or ``"pyg"`` (see :func:`build_sampler`).
         drop_last: drop the last incomplete batch.
+        pin_memory: return batches in pinned memory (faster copies to a GPU).
 
     Returns:
         A :class:`SubgraphLoader` yielding PyG ``Data`` batches (see the module docstring).
@@ -250,7 +262,9 @@ def make_loader(
         seed = int(torch.randint(2**62, ()))
     node_sampler = build_sampler(sampler, stores, fan_out, seed)
     order = EpochOrder(input_nodes.numel(), batch_size, shuffle, seed)
-    return SubgraphLoader(stores, node_sampler, input_nodes, order, num_workers, drop_last)
+    return SubgraphLoader(
+        stores, node_sampler, input_nodes, order, num_workers, drop_last, pin_memory
+    )
 
 
 def _num_nodes(graph_store: GraphStore) -> int:

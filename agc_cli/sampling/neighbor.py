@@ -112,10 +112,14 @@ class CSCTopology:
 
 
 def _array_source(array: Tensor | np.ndarray) -> tuple | None:
-    """``(file, dtype, shape, offset)`` of a memmap, or ``None`` for anything held in memory."""
-    if isinstance(array, np.memmap) and array.filename is not None:
-        return (array.filename, array.dtype, array.shape, array.offset)
-    return None
+    """``(file, dtype, shape, offset)`` of a memmap spanning its whole file, else ``None``."""
+    if not isinstance(array, np.memmap) or array.filename is None:
+        return None
+    # A slice of a memmap keeps its parent's offset, so only whole-file arrays can be reopened.
+    whole = os.path.getsize(array.filename) - array.offset == array.nbytes
+    if not (whole and array.flags.c_contiguous):
+        return None
+    return (array.filename, array.dtype, array.shape, array.offset)
 
 
 def _open_memmap(source: tuple) -> Tensor:
@@ -127,8 +131,9 @@ def _open_memmap(source: tuple) -> Tensor:
 def _as_tensor(array: Tensor | np.ndarray) -> Tensor:
     if isinstance(array, Tensor):
         return array
-    if isinstance(array, np.memmap) and array.filename is not None:
-        return _open_memmap(_array_source(array))
+    source = _array_source(array)
+    if source is not None:
+        return _open_memmap(source)
     with warnings.catch_warnings():
         # A read-only array is fine: the sampler never writes to the topology.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -298,7 +303,7 @@ class UniformNeighborSampler(BaseSampler):
         frontier, offset, total = seeds, 0, num_seeds
         for k in self.fan_out:
             edge, owner = _sample_edges(colptr, frontier, k, generator)
-            local, new = _relabel(table, row[edge].long(), total)
+            local, new = _relabel(table, row.index_select(0, edge).long(), total)
             rows.append(local)
             cols.append(owner + offset)
             edges.append(edge)
@@ -307,7 +312,7 @@ class UniformNeighborSampler(BaseSampler):
             num_edges.append(edge.numel())
             frontier, offset, total = new, total, total + new.numel()
         node = torch.cat(nodes)
-        table[node] = -1
+        table.index_fill_(0, node, -1)
         return SamplerOutput(
             node=node,
             row=_cat_long(rows, device),
@@ -346,17 +351,18 @@ def _sample_edges(
     colptr: Tensor, nodes: Tensor, k: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
     """Edge ids sampled for ``nodes``, grouped by node, and the position in ``nodes`` of each."""
-    start = colptr[nodes]
-    degree = colptr[nodes + 1] - start
+    # index_select: on CPU it is several times faster than advanced indexing for 1-D gathers.
+    start = colptr.index_select(0, nodes)
+    degree = colptr.index_select(0, nodes + 1) - start
     if k < 0:
         owner = torch.repeat_interleave(torch.arange(nodes.numel(), device=nodes.device), degree)
         # Rank of each edge inside its node's column: global position minus the column offset.
         first = torch.cumsum(degree, 0) - degree
-        rank = torch.arange(owner.numel(), device=nodes.device) - first[owner]
-        return start[owner] + rank, owner
+        rank = torch.arange(owner.numel(), device=nodes.device) - first.index_select(0, owner)
+        return start.index_select(0, owner) + rank, owner
     picks = sample_without_replacement(degree, k, generator)
     kept = (picks >= 0).view(-1).nonzero().view(-1)
-    edge = (start.unsqueeze(1) + picks).view(-1)[kept]
+    edge = (start.unsqueeze(1) + picks).view(-1).index_select(0, kept)
     return edge, kept.div(k, rounding_mode="floor")
 
 
@@ -369,18 +375,21 @@ def _relabel(table: Tensor, nodes: Tensor, num_known: int) -> tuple[Tensor, Tens
         ``(local ids of nodes, unseen nodes in their new-id order)``.
     """
     count = nodes.numel()
-    known = table[nodes]
+    known = table.index_select(0, nodes)
     position = torch.arange(count, dtype=table.dtype, device=nodes.device)
     # Every occurrence of an unseen node claims its slot with the negative code
     # `position - count`; amin keeps the first occurrence (deterministically on any device),
     # while a known node scatters its own id and keeps it.
     claim = torch.where(known < 0, position - count, known)
     table.scatter_reduce_(0, nodes, claim, "amin", include_self=False)
-    new = nodes[table[nodes] == position - count]
-    table[new] = torch.arange(
-        num_known, num_known + new.numel(), dtype=table.dtype, device=nodes.device
+    new = nodes.masked_select(table.index_select(0, nodes) == position - count)
+    # `new` has no repeats, so scatter_ is deterministic here.
+    table.scatter_(
+        0,
+        new,
+        torch.arange(num_known, num_known + new.numel(), dtype=table.dtype, device=nodes.device),
     )
-    return table[nodes].long(), new
+    return table.index_select(0, nodes).long(), new
 
 
 def _cat_long(parts: list[Tensor], device: torch.device) -> Tensor:

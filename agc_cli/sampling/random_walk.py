@@ -68,50 +68,59 @@ def _step(
 ) -> Tensor:
     """Next node of every walker; walkers without neighbours stay put."""
     following = current.clone()
-    start = colptr[current]
-    degree = colptr[current + 1] - start
+    # index_select: on CPU it is several times faster than advanced indexing for 1-D gathers.
+    start = colptr.index_select(0, current)
+    degree = colptr.index_select(0, current + 1) - start
     pending = (degree > 0).nonzero().view(-1)
     biased = previous is not None and (p != 1.0 or q != 1.0)
-    weight_max = max(1.0 / p, 1.0, 1.0 / q)
-    # Each round proposes a uniform neighbour for every pending walker; uniform walks accept
-    # all proposals, node2vec keeps a proposal with probability weight / weight_max.
+    # Each round proposes a uniform neighbour to every pending walker; uniform walks accept all
+    # proposals, node2vec walks retry the rejected ones.
     while pending.numel():
-        draw = torch.rand(
-            pending.numel(), dtype=torch.float64, generator=generator, device=current.device
-        )
         count = degree[pending]
-        offset = torch.minimum((draw * count).long(), count - 1)
-        proposal = row[start[pending] + offset].long()
-        if not biased:
-            following[pending] = proposal
-            break
-        before = previous[pending]
-        weight = torch.full_like(draw, 1.0 / q)
-        weight[_is_neighbor(colptr, row, before, proposal)] = 1.0
-        weight[proposal == before] = 1.0 / p
-        accept = (
-            torch.rand(
-                pending.numel(), dtype=torch.float64, generator=generator, device=current.device
-            )
-            * weight_max
-            < weight
+        draw = torch.rand(
+            count.numel(), dtype=torch.float64, generator=generator, device=count.device
         )
+        offset = torch.minimum((draw * count).long(), count - 1)
+        proposal = row.index_select(0, start[pending] + offset).long()
+        if biased:
+            accept = _node2vec_accept(colptr, row, previous[pending], proposal, p, q, generator)
+        else:
+            accept = torch.ones_like(proposal, dtype=torch.bool)
         following[pending[accept]] = proposal[accept]
         pending = pending[~accept]
     return following
 
 
+def _node2vec_accept(
+    colptr: Tensor,
+    row: Tensor,
+    previous: Tensor,
+    proposal: Tensor,
+    p: float,
+    q: float,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Keep each proposal with probability ``weight / max weight`` (rejection sampling)."""
+    weight = torch.full(proposal.shape, 1.0 / q, dtype=torch.float64, device=proposal.device)
+    weight[_is_neighbor(colptr, row, previous, proposal)] = 1.0
+    weight[proposal == previous] = 1.0 / p
+    draw = torch.rand(
+        proposal.numel(), dtype=torch.float64, generator=generator, device=proposal.device
+    )
+    return draw * max(1.0 / p, 1.0, 1.0 / q) < weight
+
+
 def _is_neighbor(colptr: Tensor, row: Tensor, node: Tensor, other: Tensor) -> Tensor:
     """Whether ``other[i]`` is in ``node[i]``'s sorted neighbour list (vectorised bisection)."""
-    low = colptr[node]
-    end = colptr[node + 1]
+    low = colptr.index_select(0, node)
+    end = colptr.index_select(0, node + 1)
     high = end.clone()
     last = max(row.numel() - 1, 0)
     steps = int((high - low).max()).bit_length() if node.numel() else 0
     for _ in range(steps):
         active = low < high
         middle = (low + high) // 2
-        right = active & (row[middle.clamp(max=last)] < other)
+        right = active & (row.index_select(0, middle.clamp(max=last)) < other)
         low = torch.where(right, middle + 1, low)
         high = torch.where(active & ~right, middle, high)
-    return (low < end) & (row[low.clamp(max=last)] == other)
+    return (low < end) & (row.index_select(0, low.clamp(max=last)) == other)

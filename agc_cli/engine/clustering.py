@@ -1,0 +1,111 @@
+"""k-means runs on embeddings and their metrics (label metrics and structure metrics)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from agc_cli.cluster import evaluate, kmeans
+from agc_cli.data.graph import Graph
+from agc_cli.errors import UsageError
+
+
+@dataclass
+class ClusterRun:
+    seed: int
+    metrics: dict[str, float]
+    inertia: float
+    seconds: float
+    backend: str
+
+
+@dataclass
+class ClusteringResult:
+    labels: Tensor  # clusters of the best run (lowest inertia)
+    runs: list[ClusterRun]
+    n_clusters: int
+    summary: dict[str, tuple[float, float]] = field(default_factory=dict)  # mean, std
+
+
+def summarize(runs: list[ClusterRun]) -> dict[str, tuple[float, float]]:
+    keys = [k for k in runs[0].metrics if all(k in r.metrics for r in runs)]
+    out = {}
+    for key in keys:
+        values = [r.metrics[key] for r in runs]
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+        out[key] = (mean, math.sqrt(var))
+    return out
+
+
+def cluster_embeddings(
+    embeddings: Tensor,
+    graph: Graph | None,
+    *,
+    node_ids: Tensor | None = None,
+    n_clusters: int | None,
+    runs: int,
+    seed: int,
+    normalize: bool,
+    backend: str = "auto",
+    device: torch.device | str = "cpu",
+    structure: bool = True,
+    report: Callable[[int, ClusterRun], None] | None = None,
+) -> ClusteringResult:
+    """``runs`` k-means runs with seeds ``seed, seed+1, ...``, each evaluated.
+
+    Args:
+        embeddings: ``[n, D]`` rows for ``node_ids`` (default every node of ``graph``).
+        graph: gives labels and topology for the metrics (None: inertia only).
+        n_clusters: default the graph's number of classes.
+        structure: also compute modularity/conductance (on the subgraph of ``node_ids``).
+        report: called after each run (the CLI prints ``Run i/R: ...``).
+    """
+    k = n_clusters or (graph.num_classes if graph is not None else None)
+    if not k:
+        raise UsageError("n_clusters: unknown; the dataset has no labels, pass --n-clusters")
+    y = colptr = row = None
+    full = graph is not None and node_ids is None or (
+        graph is not None and node_ids is not None and node_ids.numel() == graph.num_nodes
+        and torch.equal(node_ids, torch.arange(graph.num_nodes))
+    )  # fmt: skip
+    if graph is not None:
+        if graph.y is not None:
+            y = graph.y if full else graph.y[node_ids]
+        if structure and full:
+            colptr, row = graph.colptr, graph.row
+    results: list[ClusterRun] = []
+    best: tuple[float, Tensor] | None = None
+    for i in range(runs):
+        t0 = time.perf_counter()
+        res = kmeans(
+            embeddings, k, seed=seed + i, backend=backend, normalize=normalize, device=device
+        )
+        if structure and graph is not None and not full:
+            metrics = evaluate(res.labels, y)
+            metrics.update(_subset_structure(graph, node_ids, res.labels))
+        else:
+            metrics = evaluate(res.labels, y, colptr, row)
+        run = ClusterRun(seed + i, metrics, res.inertia, time.perf_counter() - t0, res.backend)
+        results.append(run)
+        if best is None or res.inertia < best[0]:
+            best = (res.inertia, res.labels)
+        if report is not None:
+            report(i, run)
+    return ClusteringResult(best[1], results, k, summarize(results))
+
+
+def _subset_structure(graph: Graph, node_ids: Tensor, labels: Tensor) -> dict[str, float]:
+    """Structure metrics on the subgraph induced by ``node_ids``."""
+    from agc_cli.cluster import structure_metrics
+
+    pred = torch.zeros(graph.num_nodes, dtype=torch.long)
+    pred[node_ids] = labels
+    mask = torch.zeros(graph.num_nodes, dtype=torch.bool)
+    mask[node_ids] = True
+    return structure_metrics(pred, graph.colptr, graph.row, mask=mask)

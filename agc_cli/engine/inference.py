@@ -1,0 +1,272 @@
+"""Embeddings for all nodes (or a subset) with a fallback chain.
+
+Chain, each step reported: full-batch on the device (when ``force_full_batch_inference`` or
+the model was trained full-batch) → full-batch on the CPU (when ``allow_cpu_fallback`` and
+the device is a GPU) → layer-wise mini-batch on the device. On out-of-memory in mini-batch
+mode the batch size halves (floor 32, bounded retries).
+
+Exact inference (``infer_fan_out = -1``) is layer-wise: every needed node goes through layer 1
+in batches, then layer 2, ... — cost O(layers × edges), never the exponential k-hop
+expansion. ``infer_fan_out > 0`` samples that many neighbours per node and layer instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from agc_cli.data.graph import Graph
+from agc_cli.engine.memory import MemoryMonitor, PeakMemory
+from agc_cli.errors import AgcError
+from agc_cli.models.base import ClusteringModel
+from agc_cli.models.batch import Block, GraphBatch
+from agc_cli.models.sparse import SparseMatrix
+from agc_cli.sampling import derive_seed, sample_without_replacement
+
+MIN_BATCH = 32
+MAX_HALVINGS = 6
+
+# Called before each unit of work with (stage, batch size); tests raise an OOM error here to
+# walk the fallback chain on a CPU.
+FaultHook = Callable[[str, int], None]
+
+
+class InferenceOOM(AgcError):
+    """Every step of the fallback chain ran out of memory."""
+
+    exit_code = 1
+
+
+@dataclass
+class InferenceResult:
+    embeddings: Tensor  # [num_nodes or len(node_ids), dim], float32 on the CPU
+    node_ids: Tensor  # global id of each row
+    mode: str  # "full-batch (cuda)", "full-batch (cpu)", "layer-wise mini-batch (cuda)", ...
+    seconds: float
+    peak: PeakMemory
+    events: list[str] = field(default_factory=list)
+    batch_size: int | None = None
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory error (CUDA or host allocator)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    if isinstance(exc, (RuntimeError, MemoryError)):
+        text = str(exc).lower()
+        return isinstance(exc, MemoryError) or any(
+            s in text for s in ("out of memory", "can't allocate memory", "defaultcpuallocator")
+        )
+    return False
+
+
+def _free_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def infer(
+    model: ClusteringModel,
+    graph: Graph,
+    device: torch.device,
+    *,
+    full_batch: bool,
+    allow_cpu_fallback: bool,
+    batch_size: int,
+    fan_out: int = -1,
+    nodes: Tensor | None = None,
+    seed: int = 0,
+    report: Callable[[str], None] | None = None,
+    fault_hook: FaultHook | None = None,
+) -> InferenceResult:
+    """Embeddings of ``nodes`` (default: every node) through the fallback chain.
+
+    Args:
+        full_batch: try full-batch first (``force_full_batch_inference`` or full-batch training).
+        allow_cpu_fallback: on a GPU, try full-batch on the CPU before mini-batch.
+        batch_size: destination nodes per layer-wise batch (halved on out-of-memory).
+        fan_out: ``-1`` exact; ``k > 0`` samples ``k`` neighbours per node and layer.
+        report: receives one line per decision (the CLI prints them).
+    """
+    events: list[str] = []
+
+    def say(text: str) -> None:
+        events.append(text)
+        if report is not None:
+            report(text)
+
+    hook = fault_hook or (lambda stage, size: None)
+    model.eval()
+    t0 = time.perf_counter()
+    with MemoryMonitor(device) as mon:
+        emb, mode, used_batch = _chain(
+            model, graph, device, full_batch, allow_cpu_fallback, batch_size, fan_out, nodes,
+            seed, say, hook,
+        )  # fmt: skip
+    ids = nodes if nodes is not None else torch.arange(graph.num_nodes)
+    return InferenceResult(emb, ids, mode, time.perf_counter() - t0, mon.peak, events, used_batch)
+
+
+def _chain(
+    model, graph, device, full_batch, allow_cpu, batch_size, fan_out, nodes, seed, say, hook
+):
+    cpu = torch.device("cpu")
+    if full_batch:
+        targets = [device] + ([cpu] if allow_cpu and device.type != "cpu" else [])
+        for target in targets:
+            try:
+                hook("full", graph.num_nodes)
+                emb = _full_batch(model, graph, target)
+                if target != device:
+                    model.to(device)
+                out = emb if nodes is None else emb[nodes]
+                return out, f"full-batch ({target.type})", None
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                say(f"full-batch inference on {target.type} ran out of memory")
+                model.to(device)
+                _free_cache(target)
+        say(f"falling back to layer-wise mini-batch inference on {device.type}")
+    size = batch_size
+    for _ in range(MAX_HALVINGS + 1):
+        try:
+            emb = layerwise(model, graph, device, size, fan_out, nodes, seed, hook)
+            kind = "exact" if fan_out < 0 else f"fan-out {fan_out}"
+            return emb, f"layer-wise mini-batch ({device.type}, {kind})", size
+        except Exception as exc:
+            if not is_oom(exc) or size <= MIN_BATCH:
+                if is_oom(exc):
+                    raise InferenceOOM(
+                        f"inference ran out of memory even with batch size {size}; "
+                        "use --device cpu or a smaller model"
+                    ) from None
+                raise
+            _free_cache(device)
+            new = max(size // 2, MIN_BATCH)
+            say(f"out of memory with infer_batch_size {size}; retrying with {new}")
+            size = new
+    raise InferenceOOM(f"inference ran out of memory after {MAX_HALVINGS} halvings")
+
+
+@torch.no_grad()
+def _full_batch(model: ClusteringModel, graph: Graph, device: torch.device) -> Tensor:
+    model.to(device)
+    batch = GraphBatch.full(graph, device)
+    return model.embed(batch).float().cpu()
+
+
+def _neighbourhood(
+    colptr: Tensor, row: Tensor, dst: Tensor, fan_out: int, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """In-edges of ``dst`` (all, or ``fan_out`` sampled per node) as (source ids, target
+    positions in ``dst``, per-target edge counts)."""
+    # index_select: several times faster than tensor[idx] for 1-D gathers on the CPU.
+    starts = colptr.index_select(0, dst)
+    counts = colptr.index_select(0, dst + 1) - starts
+    if fan_out > 0 and generator is not None:
+        k = min(fan_out, int(counts.max()) if counts.numel() else 0)
+        if k == 0:
+            empty = torch.empty(0, dtype=torch.long)
+            return empty, empty, torch.zeros_like(counts)
+        picks = sample_without_replacement(counts, k, generator)  # [n, k], -1 padding
+        valid = picks >= 0
+        target = torch.arange(dst.numel()).unsqueeze(1).expand_as(picks)[valid]
+        pos = (starts.unsqueeze(1) + picks.clamp(min=0))[valid]
+        return row.index_select(0, pos).long(), target, valid.sum(1)
+    total = int(counts.sum())
+    target = torch.repeat_interleave(torch.arange(dst.numel()), counts)
+    offsets = torch.cumsum(counts, 0) - counts
+    pos = (starts - offsets).index_select(0, target) + torch.arange(total)
+    return row.index_select(0, pos).long(), target, counts
+
+
+def _needed_nodes(graph: Graph, nodes: Tensor | None, layers: int) -> list[Tensor]:
+    """Sorted global ids whose layer-``i`` output is needed (index ``layers - 1`` = targets)."""
+    if nodes is None:
+        everything = torch.arange(graph.num_nodes)
+        return [everything] * layers
+    need = [torch.unique(nodes.long())]
+    for _ in range(layers - 1):
+        src, _, _ = _neighbourhood(graph.colptr, graph.row, need[0], -1, None)
+        need.insert(0, torch.unique(torch.cat([need[0], src])))
+    return need
+
+
+@torch.no_grad()
+def layerwise(
+    model: ClusteringModel,
+    graph: Graph,
+    device: torch.device,
+    batch_size: int,
+    fan_out: int = -1,
+    nodes: Tensor | None = None,
+    seed: int = 0,
+    fault_hook: FaultHook | None = None,
+) -> Tensor:
+    """Layer-by-layer inference in batches of destination nodes (see module docstring)."""
+    encoder = model.encoder
+    layers = encoder.num_layers
+    hook = fault_hook or (lambda stage, size: None)
+    model.to(device)
+    need = _needed_nodes(graph, nodes, layers)
+    degree = graph.degree().float()
+    x_sparse = SparseMatrix.from_csr(graph.x) if graph.sparse_features else None
+    # Layer inputs live on the CPU, indexed by global id through `position`.
+    position = torch.full((graph.num_nodes,), -1, dtype=torch.long)
+    prev: Tensor | None = None  # previous layer's outputs, rows aligned with need[i - 1]
+    prev_ids: Tensor | None = None
+    outputs: list[tuple[Tensor, Tensor]] = []  # per layer (ids, outputs) for jumping knowledge
+    for i in range(layers):
+        ids = need[i]
+        out = None
+        generator = torch.Generator().manual_seed(derive_seed(seed, i)) if fan_out > 0 else None
+        for start in range(0, ids.numel(), batch_size):
+            dst = ids[start : start + batch_size]
+            hook(f"layer{i}", dst.numel())
+            src, target, counts = _neighbourhood(graph.colptr, graph.row, dst, fan_out, generator)
+            # Local ids: destinations first, then their other sources (lookup-table relabel).
+            uniq_src = torch.unique(src)
+            extra = uniq_src[~torch.isin(uniq_src, dst)]
+            local = torch.cat([dst, extra])
+            position[local] = torch.arange(local.numel())
+            edge_index = torch.stack([position[src], target]).to(device)
+            position[local] = -1
+            block = Block(edge_index, dst.numel(), degree[local].to(device), counts.to(device))
+            if i == 0:
+                x_src = (
+                    x_sparse.rows(local).to(device)
+                    if x_sparse is not None
+                    else graph.x.index_select(0, local).to(device)
+                )
+            else:
+                position[prev_ids] = torch.arange(prev_ids.numel())
+                x_src = prev.index_select(0, position[local]).to(device)
+                position[prev_ids] = -1
+            h = encoder.layer_forward(i, x_src, block).float().cpu()
+            if out is None:
+                out = torch.empty(ids.numel(), h.shape[1])
+            out[start : start + dst.numel()] = h
+        prev, prev_ids = out, ids
+        outputs.append((ids, out))
+    final_ids = need[-1]
+    if encoder.jk in ("cat", "max"):
+        aligned = []
+        for ids, out in outputs:
+            position[ids] = torch.arange(ids.numel())
+            aligned.append(out.index_select(0, position[final_ids]))
+            position[ids] = -1
+        h = encoder.combine(aligned)
+    else:
+        h = prev
+    emb = model.readout(h.to(device)).float().cpu()
+    if nodes is not None:
+        # need[-1] is sorted unique; map back to the caller's order.
+        position[final_ids] = torch.arange(final_ids.numel())
+        emb = emb.index_select(0, position[nodes.long()])
+        position[final_ids] = -1
+    return emb

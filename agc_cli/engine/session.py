@@ -1,0 +1,157 @@
+"""Setting up a training session from settings: graph, device, mode, model, run directory."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agc_cli.data.graph import Graph
+from agc_cli.data.sources import info_of, load_graph
+from agc_cli.engine.planner import detect_device, recommend
+from agc_cli.engine.progress import NullProgress, Progress
+from agc_cli.engine.rundir import RunDir
+from agc_cli.engine.runtime import configure_threads, resolve_device
+from agc_cli.engine.trainer import Trainer, TrainResult
+from agc_cli.models.base import ClusteringModel
+from agc_cli.models.registry import get_model_class
+from agc_cli.settings import Settings
+from agc_cli.utils.io import atomic_torch_save
+
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class Session:
+    settings: Settings  # with ``mini_batch`` resolved
+    graph: Graph
+    device: torch.device
+    model: ClusteringModel
+    mode_reason: str | None  # why this mode, when the recommendation chose it
+
+    @property
+    def mode(self) -> str:
+        return "mini-batch" if self.settings.mini_batch else "full-batch"
+
+    def summary(self) -> dict[str, object]:
+        """What the system panel shows."""
+        params = sum(p.numel() for p in self.model.parameters())
+        out: dict[str, object] = {
+            "dataset": self.graph.name,
+            "nodes": f"{self.graph.num_nodes:,}",
+            "edges": f"{self.graph.num_edges:,}",
+            "features": f"{self.graph.num_features:,}"
+            + (" (sparse)" if self.graph.sparse_features else ""),
+            "model": self.settings.model,
+            "mode": self.mode,
+            "gnn type": f"{self.settings.gnn_type} × {self.settings.num_layers}, "
+            f"hidden {self.settings.hidden_channels}",
+            "parameters": f"{params:,}",
+            "device": str(self.device),
+            "precision": self.settings.precision,
+        }
+        if self.settings.mini_batch:
+            out["batch"] = f"{self.settings.batch_size}, fan-out {self.settings.fan_out_list()}"
+        if self.device.type == "cuda":
+            out["gpu"] = torch.cuda.get_device_name(self.device)
+        return out
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_mode(settings: Settings, graph: Graph, device: torch.device) -> tuple[bool, str | None]:
+    """The user's ``mini_batch`` if set, else the ``agc stats`` recommendation and its reason."""
+    if settings.mini_batch is not None:
+        return settings.mini_batch, None
+    plan = recommend(info_of(graph, "loaded"), settings, detect_device(None, str(device)))
+    mini = bool(plan.recommendation.settings["mini_batch"])
+    reason = next(
+        (r for r in plan.recommendation.reasons if "batch" in r.split(":")[0]), "rule of thumb"
+    )
+    return mini, reason
+
+
+def open_session(settings: Settings, graph: Graph | None = None) -> Session:
+    """Load the graph, pick device and mode, and build the model (seeded)."""
+    configure_threads()
+    device = resolve_device(settings.device)
+    if graph is None:
+        graph = load_graph(
+            settings.dataset, settings.root, settings.cache_dir, settings.labeled_only
+        )
+    mini_batch, reason = resolve_mode(settings, graph, device)
+    settings = settings.model_copy(update={"mini_batch": mini_batch})
+    seed_everything(settings.seed)
+    cls = get_model_class(settings.model)
+    model = cls.from_settings(graph.num_features, graph.num_nodes, graph.num_classes, settings)
+    return Session(settings, graph, device, model, reason)
+
+
+def train(
+    session: Session, run: RunDir | None, progress: Progress | None = None
+) -> tuple[Trainer, TrainResult]:
+    """Train the session's model, writing checkpoints, metrics and final weights into ``run``."""
+    trainer = Trainer(
+        session.graph, session.model, session.settings, session.device, run,
+        progress or NullProgress(),
+    )  # fmt: skip
+    result = trainer.fit()
+    if run is not None:
+        atomic_torch_save(session.model.state_dict(), run.path / MODEL_FILE)
+    return trainer, result
+
+
+def load_trained(
+    run: RunDir, checkpoint: str | None = None
+) -> tuple[Settings, ClusteringModel, Graph]:
+    """The run's settings, its model with the chosen weights, and its graph.
+
+    ``checkpoint``: None = ``best.pt`` if present, else the final ``model.pt``, else
+    ``last.pt``; otherwise a file name in ``checkpoints/`` or a path.
+    """
+    from agc_cli.engine import checkpoint as ckpt
+    from agc_cli.settings import load_settings
+
+    settings = load_settings(run.read_settings())
+    graph = load_graph(settings.dataset, settings.root, settings.cache_dir, settings.labeled_only)
+    seed_everything(settings.seed)
+    model = get_model_class(settings.model).from_settings(
+        graph.num_features, graph.num_nodes, graph.num_classes, settings
+    )
+    if checkpoint is None:
+        options = [run.checkpoints / ckpt.BEST, run.path / MODEL_FILE, run.checkpoints / ckpt.LAST]
+        path = next((p for p in options if p.is_file()), None)
+        if path is None:
+            from agc_cli.errors import CheckpointError
+
+            raise CheckpointError(f"{run.path} holds no weights (no best.pt, model.pt or last.pt)")
+    else:
+        path = Path(checkpoint)
+        if not path.is_file():
+            path = run.checkpoints / checkpoint
+    state = (
+        ckpt.load_checkpoint(path) if path.name != MODEL_FILE else {"model": _load_weights(path)}
+    )
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        from agc_cli.errors import CheckpointError
+
+        raise CheckpointError(f"weights in {path} do not fit the model: {str(exc)[:160]}") from None
+    return settings, model, graph
+
+
+def _load_weights(path: Path) -> dict:
+    from agc_cli.errors import CheckpointError
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise CheckpointError(f"weights file {path} is unreadable ({type(exc).__name__})") from None

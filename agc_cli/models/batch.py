@@ -1,0 +1,273 @@
+"""What models consume: the whole graph or one sampled subgraph, in one form.
+
+A :class:`GraphBatch` holds the local nodes (seeds first), their features, local edges and the
+global quantities some objectives need (degrees in the full graph, its node and edge counts).
+:meth:`GraphBatch.block` gives the message-passing graph of one encoder layer: in a sampled
+batch it is trimmed like PyG's ``trim_to_layer`` (layer ``i`` of ``L`` only computes the nodes
+within ``L - i - 1`` hops of the seeds), in full-batch mode it is the whole graph. Blocks cache
+their normalised adjacencies, so each is built once per batch.
+
+Aggregations over sampled neighbourhoods are rescaled to estimate the full-neighbourhood value
+(a sum over ``s`` sampled of ``d`` neighbours is multiplied by ``d / s``), which makes them exact
+whenever a node's whole neighbourhood was sampled, and full-batch training, mini-batch training
+and layer-wise inference compute the same function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from agc_cli.data.graph import Graph
+from agc_cli.errors import UsageError
+from agc_cli.models import rng
+from agc_cli.models.sparse import SparseMatrix
+
+Features = Tensor | SparseMatrix
+
+
+class Block:
+    """The bipartite message-passing graph of one layer: source nodes -> destination nodes.
+
+    The destinations are the first ``num_dst`` sources (PyG's convention for sampled
+    subgraphs), so a layer reads the destinations' own inputs as ``x_src[:num_dst]``.
+
+    Args:
+        edge_index: ``[2, E]`` local ``(source, target)``; targets ``< num_dst``, sources
+            ``< num_src``.
+        num_dst: number of destination nodes.
+        degree: float ``[num_src]``: every source node's in-degree in the full graph.
+        sampled_degree: float ``[num_dst]``: in-edges of every destination present in the
+            block (the fan-out or fewer when sampled); default: counted from ``edge_index``.
+    """
+
+    def __init__(
+        self,
+        edge_index: Tensor,
+        num_dst: int,
+        degree: Tensor,
+        sampled_degree: Tensor | None = None,
+    ):
+        self.edge_index = edge_index
+        self.num_src = int(degree.numel())
+        self.num_dst = int(num_dst)
+        self.degree = degree.float()
+        if sampled_degree is None:
+            sampled_degree = torch.bincount(edge_index[1], minlength=self.num_dst)
+        self.sampled_degree = sampled_degree.float()
+        self._cache: dict[str, Any] = {}
+
+    def adjacency(self, kind: str) -> SparseMatrix:
+        """``[num_dst, num_src]`` propagation matrix (self-loops not included).
+
+        ``kind``: ``"gcn"`` (symmetric normalisation with the self-loop counted in the degree),
+        ``"mean"`` (average over neighbours) or ``"sum"``.
+        """
+        key = f"adjacency:{kind}"
+        if key not in self._cache:
+            self._cache[key] = self._build_adjacency(kind)
+        return self._cache[key]
+
+    def _build_adjacency(self, kind: str) -> SparseMatrix:
+        src, dst = self.edge_index
+        d_dst = self.degree[: self.num_dst]
+        if kind == "mean":
+            values = self.sampled_degree.reciprocal()[dst]
+        else:
+            # Rescaling by d/s turns the sum over sampled neighbours into an estimate of the full
+            # sum; it is 1 when every neighbour is present.
+            scale = (d_dst / self.sampled_degree.clamp(min=1))[dst]
+            if kind == "sum":
+                values = scale
+            elif kind == "gcn":
+                values = scale * ((d_dst[dst] + 1) * (self.degree[src] + 1)).rsqrt()
+            else:
+                raise ValueError(f"unknown adjacency kind {kind!r}")
+        return SparseMatrix.from_edges(dst, src, values, (self.num_dst, self.num_src))
+
+    def gcn_self_weight(self) -> Tensor:
+        """``[num_dst, 1]`` weight of each destination's self-loop under GCN normalisation."""
+        return (self.degree[: self.num_dst] + 1).reciprocal()[:, None]
+
+    def attention_edges(self) -> tuple[Tensor, Tensor]:
+        """``(source, target)`` with self-loops replaced by one per destination (as GATConv)."""
+        if "attention" not in self._cache:
+            src, dst = self.edge_index
+            keep = src != dst
+            loop = torch.arange(self.num_dst, device=src.device)
+            self._cache["attention"] = (
+                torch.cat([src[keep], loop]),
+                torch.cat([dst[keep], loop]),
+            )
+        return self._cache["attention"]
+
+
+@dataclass(eq=False)
+class GraphBatch:
+    """The whole graph (full-batch) or one sampled subgraph, as every model consumes it.
+
+    Attributes:
+        x: features of the local nodes: dense ``[num_nodes, F]`` or a :class:`SparseMatrix`.
+        edge_index: ``[2, E]`` local ``(source, target)``; in a sampled batch ordered by hop.
+        batch_size: seed nodes, the rows ``0 .. batch_size - 1`` (all nodes in full-batch).
+        n_id: global id of every local node.
+        degree: float ``[num_nodes]``: in-degree of every local node in the full graph.
+        total_nodes: nodes of the full graph.
+        total_edges: directed edges of the full graph (twice the undirected edge count).
+        num_sampled_nodes: nodes per hop, hop 0 (seeds) first; ``None`` in full-batch.
+        num_sampled_edges: edges per hop, hop 1 first; ``None`` in full-batch.
+    """
+
+    x: Features
+    edge_index: Tensor
+    batch_size: int
+    n_id: Tensor
+    degree: Tensor
+    total_nodes: int
+    total_edges: int
+    num_sampled_nodes: list[int] | None = None
+    num_sampled_edges: list[int] | None = None
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def full(cls, graph: Graph, device: torch.device | str = "cpu") -> GraphBatch:
+        """The whole graph; sparse (CSR) features stay sparse."""
+        x = SparseMatrix.from_csr(graph.x) if graph.sparse_features else graph.x
+        return cls(
+            x=x.to(device),
+            edge_index=graph.edge_index().to(device),
+            batch_size=graph.num_nodes,
+            n_id=torch.arange(graph.num_nodes, device=device),
+            degree=graph.degree().to(device).float(),
+            total_nodes=graph.num_nodes,
+            total_edges=graph.num_edges,
+        )
+
+    @classmethod
+    def from_sampled(
+        cls, data: Any, graph: Graph, device: torch.device | str = "cpu"
+    ) -> GraphBatch:
+        """A batch from the neighbour sampler's PyG ``Data``.
+
+        ``data`` has ``edge_index`` (local, source -> target), ``n_id``, ``batch_size`` and
+        ``num_sampled_nodes``/``num_sampled_edges`` (per hop, PyG's conventions). Its ``x`` is
+        used when present; otherwise the rows are gathered from ``graph`` (sparse stays sparse).
+        """
+        n_id = data.n_id.to(device)
+        x = getattr(data, "x", None)
+        if x is None:
+            x = (
+                SparseMatrix.from_csr(graph.x).rows(data.n_id)
+                if graph.sparse_features
+                else (graph.x.index_select(0, data.n_id.to(graph.x.device)))
+            )
+        return cls(
+            x=x.to(device),
+            edge_index=data.edge_index.to(device),
+            batch_size=int(data.batch_size),
+            n_id=n_id,
+            degree=graph.degree().to(device)[n_id].float(),
+            total_nodes=graph.num_nodes,
+            total_edges=graph.num_edges,
+            num_sampled_nodes=[int(n) for n in data.num_sampled_nodes],
+            num_sampled_edges=[int(n) for n in data.num_sampled_edges],
+        )
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.n_id.numel())
+
+    @property
+    def is_full(self) -> bool:
+        return self.num_sampled_nodes is None
+
+    @property
+    def device(self) -> torch.device:
+        return self.edge_index.device
+
+    def block(self, layer: int, num_layers: int) -> Block:
+        """Message-passing graph of encoder layer ``layer`` (0-based) out of ``num_layers``.
+
+        Sampled: the destinations are the nodes within ``num_layers - layer - 1`` hops of the
+        seeds, the sources one hop further, the edges those into the destinations.
+        """
+        if self.is_full:
+            if "full" not in self._cache:
+                self._cache["full"] = Block(
+                    self.edge_index, self.num_nodes, self.degree, self.degree
+                )
+            return self._cache["full"]
+        hops = len(self.num_sampled_edges)
+        if num_layers > hops:
+            raise UsageError(
+                f"num_layers: the encoder has {num_layers} layers but the batch was sampled "
+                f"with {hops} hops; give one fan-out per layer"
+            )
+        depth = num_layers - layer
+        key = ("hops", depth)
+        if key not in self._cache:
+            num_dst = sum(self.num_sampled_nodes[:depth])
+            num_src = sum(self.num_sampled_nodes[: depth + 1])
+            num_edges = sum(self.num_sampled_edges[:depth])
+            self._cache[key] = Block(
+                self.edge_index[:, :num_edges],
+                num_dst,
+                self.degree[:num_src],
+                self.sampled_degree()[:num_dst],
+            )
+        return self._cache[key]
+
+    def seed_block(self) -> Block:
+        """Edges between seed nodes only (every edge in full-batch), as a block over the seeds.
+
+        Its ``sampled_degree`` counts all sampled in-edges of each seed, so the ``"sum"``
+        adjacency estimates sums over the seeds' full neighbourhoods restricted to seeds.
+        """
+        if self.is_full:
+            return self.block(0, 1)
+        if "seeds" not in self._cache:
+            src, dst = self.edge_index[:, : self.num_sampled_edges[0]]
+            keep = src < self.batch_size
+            self._cache["seeds"] = Block(
+                torch.stack([src[keep], dst[keep]]),
+                self.batch_size,
+                self.degree[: self.batch_size],
+                self.sampled_degree()[: self.batch_size],
+            )
+        return self._cache["seeds"]
+
+    def sampled_degree(self) -> Tensor:
+        """float ``[num_nodes]``: in-edges of every local node present in the batch."""
+        if self.is_full:
+            return self.degree
+        if "sampled_degree" not in self._cache:
+            counts = torch.bincount(self.edge_index[1], minlength=self.num_nodes)
+            self._cache["sampled_degree"] = counts.float()
+        return self._cache["sampled_degree"]
+
+    def drop_edges(self, p: float, generator: torch.Generator | None = None) -> GraphBatch:
+        """A copy without a random fraction ``p`` of the edges (an augmented view).
+
+        Degrees drop with the removed edges, so the view is the full graph minus those edges.
+        """
+        keep = rng.uniform(self.edge_index.shape[1], self.device, generator) >= p
+        dropped = self.edge_index[1, ~keep]
+        degree = self.degree - torch.bincount(dropped, minlength=self.num_nodes).float()
+        counts = None
+        if not self.is_full:
+            hop = torch.repeat_interleave(
+                torch.arange(len(self.num_sampled_edges), device=self.device),
+                torch.tensor(self.num_sampled_edges, device=self.device),
+            )
+            counts = torch.bincount(hop[keep], minlength=len(self.num_sampled_edges)).tolist()
+        return replace(
+            self, edge_index=self.edge_index[:, keep], degree=degree, num_sampled_edges=counts,
+            _cache={},
+        )  # fmt: skip
+
+    def with_features(self, x: Features) -> GraphBatch:
+        """A copy with other features for the same nodes (e.g. masked feature columns)."""
+        return replace(self, x=x)

@@ -1,0 +1,84 @@
+"""CCA-SSG (Zhang et al., NeurIPS 2021), https://arxiv.org/abs/2106.12484."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from agc_cli.models import rng
+from agc_cli.models.base import ClusteringModel, LossOutput
+from agc_cli.models.batch import Features, GraphBatch
+from agc_cli.models.encoder import Encoder
+from agc_cli.models.sparse import SparseMatrix
+
+
+class CCASSG(ClusteringModel):
+    """Canonical correlation analysis between two augmented views.
+
+    Each view masks a random fraction of feature columns and drops a random fraction of
+    edges. With per-dimension standardised embeddings ``z1, z2`` of ``n`` nodes, the loss is
+    ``-trace(z1ᵀ z2) / n`` (invariance) plus ``lambd`` times ``||I - z1ᵀ z1 / n||² +
+    ||I - z2ᵀ z2 / n||²`` (decorrelation). The embedding is the encoder output on the
+    unaugmented graph. In a sampled batch, ``n`` is the number of seeds.
+
+    Args:
+        encoder: the GNN; its last layer is plain (no activation), as in the paper's code.
+        lambd: weight of the decorrelation terms.
+        feature_mask: fraction of feature columns masked in each view.
+        edge_drop: fraction of edges dropped in each view.
+
+    Paper: https://arxiv.org/abs/2106.12484
+    """
+
+    name = "ccassg"
+    paper = "https://arxiv.org/abs/2106.12484"
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        lambd: float = 1e-3,
+        feature_mask: float = 0.1,
+        edge_drop: float = 0.4,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.lambd = lambd
+        self.feature_mask = feature_mask
+        self.edge_drop = edge_drop
+
+    @classmethod
+    def from_settings(
+        cls, in_channels: int, num_nodes: int, num_classes: int | None, settings: Any
+    ) -> CCASSG:
+        return cls(Encoder.from_settings(in_channels, settings, plain_last=True))
+
+    def loss(self, batch: GraphBatch) -> LossOutput:
+        z1 = _standardise(self._view(batch))
+        z2 = _standardise(self._view(batch))
+        n = z1.shape[0]
+        eye = torch.eye(z1.shape[1], device=z1.device)
+        invariance = -torch.sum(z1 * z2) / n
+        decorrelation = (eye - z1.T @ z1 / n).pow(2).sum() + (eye - z2.T @ z2 / n).pow(2).sum()
+        return LossOutput(
+            invariance + self.lambd * decorrelation,
+            {"invariance": invariance.detach(), "decorrelation": decorrelation.detach()},
+        )
+
+    def _view(self, batch: GraphBatch) -> Tensor:
+        view = batch.drop_edges(self.edge_drop, self.generator)
+        return self.encoder(_mask_columns(batch.x, self.feature_mask, self.generator), view)
+
+
+def _mask_columns(x: Features, p: float, generator: torch.Generator | None) -> Features:
+    """Zero a random fraction ``p`` of the feature columns (no rescaling, as in the paper)."""
+    values = x.values if isinstance(x, SparseMatrix) else x
+    keep = (rng.uniform(x.shape[1], values.device, generator) >= p).to(values.dtype)
+    if isinstance(x, SparseMatrix):
+        return x.with_values(x.values * keep[x.col])
+    return x * keep
+
+
+def _standardise(z: Tensor) -> Tensor:
+    return (z - z.mean(dim=0)) / z.std(dim=0)

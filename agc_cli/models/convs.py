@@ -1,0 +1,196 @@
+"""Graph convolutions written as "transform, then propagate".
+
+Each conv splits into :meth:`transform` (one dense or sparse matmul of the source features with
+all of the layer's weights concatenated) and :meth:`propagate` (aggregation over a
+:class:`~agc_cli.models.batch.Block`'s cached sparse adjacency). Since ``A (X W) == (A X) W``
+this computes what PyG's convs compute, but lets bag-of-words features stay sparse through the
+only matmul that touches them, and lets a caller reuse the transform (DGI's corruption is the
+clean transform with its rows permuted).
+
+Semantics follow PyG: GCN (``GCNConv``: symmetric normalisation with self-loops), GraphSAGE
+(``SAGEConv``: mean aggregation plus a root weight), GIN (``GINConv`` with ``eps = 0`` and a
+two-layer MLP), GAT (``GATConv``: per-edge attention, self-loops, heads concatenated or
+averaged). The optional residual is a bias-free linear projection of the layer input, as in
+``GATConv(residual=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.utils import softmax
+
+from agc_cli.models.batch import Block, Features
+from agc_cli.models.sparse import SparseMatrix
+
+
+def _glorot_(weight: Tensor) -> None:
+    bound = math.sqrt(6.0 / (weight.shape[-2] + weight.shape[-1]))
+    nn.init.uniform_(weight, -bound, bound)
+
+
+class TransformPropagateConv(nn.Module):
+    """A conv as one matmul of the input with ``weight`` (its parts side by side), then
+    a propagation of the result.
+
+    Subclasses list their weight parts in ``parts`` (name -> width) and implement
+    :meth:`propagate`; :meth:`part` reads one part's columns of the transform.
+    """
+
+    def __init__(self, in_channels: int, parts: dict[str, int]):
+        super().__init__()
+        self.in_channels = in_channels
+        self.parts = dict(parts)
+        self._slices: dict[str, slice] = {}
+        width = 0
+        for name, part_width in self.parts.items():
+            self._slices[name] = slice(width, width + part_width)
+            width += part_width
+        self.weight = nn.Parameter(torch.empty(in_channels, width))
+
+    def weight_part(self, name: str) -> Tensor:
+        return self.weight[:, self._slices[name]]
+
+    def part(self, t: Tensor, name: str) -> Tensor:
+        return t[:, self._slices[name]]
+
+    def transform(self, x: Features) -> Tensor:
+        """``x @ weight`` for dense or sparse ``x``; the input of :meth:`propagate`."""
+        if isinstance(x, SparseMatrix):
+            return x.matmul(self.weight)
+        return x @ self.weight
+
+    def propagate(self, t: Tensor, block: Block) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Features, block: Block) -> Tensor:
+        return self.propagate(self.transform(x), block)
+
+    def _residual(self, t: Tensor, block: Block) -> Tensor | int:
+        return self.part(t, "residual")[: block.num_dst] if "residual" in self.parts else 0
+
+
+class GCNConv(TransformPropagateConv):
+    """``Â X W + b`` with ``Â = D^-1/2 (A + I) D^-1/2`` (PyG's ``GCNConv``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, residual: bool = False):
+        parts = {"lin": out_channels} | ({"residual": out_channels} if residual else {})
+        super().__init__(in_channels, parts)
+        self.out_channels = out_channels
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for name in self.parts:
+            _glorot_(self.weight_part(name).data)
+        nn.init.zeros_(self.bias)
+
+    def propagate(self, t: Tensor, block: Block) -> Tensor:
+        h = self.part(t, "lin")
+        # The self-loop is applied as a diagonal scaling rather than stored in the adjacency,
+        # which then is the graph's own structure (no re-sorting to insert the diagonal).
+        out = block.adjacency("gcn").matmul(h) + block.gcn_self_weight() * h[: block.num_dst]
+        return out + self.bias + self._residual(t, block)
+
+
+class SAGEConv(TransformPropagateConv):
+    """``mean_j(x_j) W_l + b + x_i W_r`` (PyG's ``SAGEConv`` with mean aggregation)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, {"lin": out_channels, "root": out_channels})
+        self.out_channels = out_channels
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # torch.nn.Linear's default initialisation, as PyG's SAGEConv uses.
+        bound = 1.0 / math.sqrt(self.in_channels)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def propagate(self, t: Tensor, block: Block) -> Tensor:
+        neighbours = block.adjacency("mean").matmul(self.part(t, "lin"))
+        return neighbours + self.bias + self.part(t, "root")[: block.num_dst]
+
+
+class GINConv(TransformPropagateConv):
+    """``MLP(x_i + sum_j x_j)`` with ``MLP = Linear, act, Linear`` (PyG's ``GINConv``, eps 0).
+
+    The MLP's first linear layer is the transform: ``(x_i + sum_j x_j) W1 = x_i W1 +
+    sum_j x_j W1``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, act: nn.Module, residual: bool = False):
+        parts = {"lin": out_channels} | ({"residual": out_channels} if residual else {})
+        super().__init__(in_channels, parts)
+        self.out_channels = out_channels
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.act = act
+        self.lin2 = nn.Linear(out_channels, out_channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.in_channels)
+        nn.init.uniform_(self.weight_part("lin").data, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+        if "residual" in self.parts:
+            _glorot_(self.weight_part("residual").data)
+        self.lin2.reset_parameters()
+
+    def propagate(self, t: Tensor, block: Block) -> Tensor:
+        h = self.part(t, "lin")
+        summed = block.adjacency("sum").matmul(h) + h[: block.num_dst]
+        return self.lin2(self.act(summed + self.bias)) + self._residual(t, block)
+
+
+class GATConv(TransformPropagateConv):
+    """Graph attention (PyG's ``GATConv``): ``heads`` attention heads over in-edges and a
+    self-loop, concatenated (``concat``) or averaged.
+
+    Args:
+        out_channels: width of each head.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        heads: int = 1,
+        concat: bool = True,
+        residual: bool = False,
+        negative_slope: float = 0.2,
+    ):
+        total = heads * out_channels if concat else out_channels
+        parts = {"lin": heads * out_channels} | ({"residual": total} if residual else {})
+        super().__init__(in_channels, parts)
+        self.heads, self.head_channels, self.concat = heads, out_channels, concat
+        self.out_channels = total
+        self.negative_slope = negative_slope
+        self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.bias = nn.Parameter(torch.zeros(total))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for name in self.parts:
+            _glorot_(self.weight_part(name).data)
+        _glorot_(self.att_src.data)
+        _glorot_(self.att_dst.data)
+        nn.init.zeros_(self.bias)
+
+    def propagate(self, t: Tensor, block: Block) -> Tensor:
+        h = self.part(t, "lin").reshape(-1, self.heads, self.head_channels)
+        alpha_src = (h * self.att_src).sum(-1)
+        alpha_dst = (h[: block.num_dst] * self.att_dst).sum(-1)
+        src, dst = block.attention_edges()
+        score = F.leaky_relu(alpha_src[src] + alpha_dst[dst], self.negative_slope)
+        alpha = softmax(score, dst, num_nodes=block.num_dst)
+        out = torch.zeros(
+            block.num_dst, self.heads, self.head_channels, device=h.device, dtype=h.dtype
+        )
+        out = out.index_add(0, dst, h[src] * alpha.unsqueeze(-1))
+        out = out.reshape(block.num_dst, -1) if self.concat else out.mean(dim=1)
+        return out + self.bias + self._residual(t, block)

@@ -1,0 +1,22 @@
+"""Method name -> model class."""
+
+from __future__ import annotations
+
+from agc_cli.errors import UsageError
+from agc_cli.models.base import ClusteringModel
+from agc_cli.models.ccassg import CCASSG
+from agc_cli.models.dgi import DGI
+from agc_cli.models.dmon import DMoN
+from agc_cli.models.gae import GAE
+
+MODELS: dict[str, type[ClusteringModel]] = {cls.name: cls for cls in (DGI, GAE, CCASSG, DMoN)}
+
+
+def get_model_class(name: str) -> type[ClusteringModel]:
+    """The model class registered as ``name`` (case-insensitive)."""
+    try:
+        return MODELS[name.lower()]
+    except KeyError:
+        raise UsageError(
+            f"model: unknown {name!r}; choose one of {', '.join(sorted(MODELS))}"
+        ) from None

@@ -79,7 +79,9 @@ def main() -> None:
             scores.append(nmi)
             print(f"{name:8s} seed {seed}: NMI {nmi:6.2f}  train {seconds:5.1f}s", flush=True)
         mean = sum(scores) / len(scores)
-        print(f"{name:8s} mean NMI {mean:6.2f}  (PyAGC {REFERENCE_NMI.get(name, float('nan')):.2f})")
+        print(
+            f"{name:8s} mean NMI {mean:6.2f}  (PyAGC {REFERENCE_NMI.get(name, float('nan')):.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ GNN_TYPES = ["gcn", "sage", "gat", "gin"]
 def _encoder(gnn_type: str, in_channels: int, **options) -> Encoder:
     options.setdefault("heads", 2 if gnn_type == "gat" else 1)
     torch.manual_seed(0)
-    return Encoder(in_channels, options.pop("hidden", 8), options.pop("layers", 2), gnn_type, **options)
+    return Encoder(
+        in_channels, options.pop("hidden", 8), options.pop("layers", 2), gnn_type, **options
+    )
 
 
 def _randomise_norms(encoder: Encoder) -> None:
@@ -178,7 +180,9 @@ def test_block_trimming_follows_per_hop_counts():
     n, e = data.num_sampled_nodes, data.num_sampled_edges
     outer, inner = batch.block(0, 2), batch.block(1, 2)
     assert (outer.num_dst, outer.num_src, outer.edge_index.shape[1]) == (
-        n[0] + n[1], sum(n), e[0] + e[1]
+        n[0] + n[1],
+        sum(n),
+        e[0] + e[1],
     )
     assert (inner.num_dst, inner.num_src, inner.edge_index.shape[1]) == (n[0], n[0] + n[1], e[0])
     for block in (outer, inner):

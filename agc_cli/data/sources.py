@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def load_graph(dataset: str, root: Path, cache_dir: Path, labeled_only: bool = F
         if is_user_graph(path):
             return load_user_graph(path)
         raise _unknown_dataset(dataset)
-    key = _cache_key(entry.name if entry else repr(spec), labeled_only)
+    identity = entry.name if entry else f"{spec.name}:{synthetic.spec_key(spec)}"
+    key = _cache_key(identity, labeled_only)
     cache_file = cache_dir / "graphs" / f"{key}.pt"
     cached = load_cached_graph(cache_file)
     if cached is not None:
@@ -101,5 +103,5 @@ def _unknown_dataset(dataset: str) -> UsageError:
 
 def _cache_key(identity: str, labeled_only: bool) -> str:
     digest = hashlib.sha1(identity.encode()).hexdigest()[:10]
-    stem = identity if identity.isidentifier() else identity.split("(")[0]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", identity.split(":")[0])
     return f"{stem}-{digest}{'-labeled' if labeled_only else ''}"

@@ -18,7 +18,7 @@ The model, for ``nodes`` nodes split into ``clusters`` planted clusters:
   ``skew = 0`` gives every node the same propensity (an ordinary SBM). They are quantised to
   1/32 of the mean with unbiased random rounding and floored at 1/32 of the mean, so every node
   can get edges; in sparse graphs a few still get none by chance (about 20 of ``sbm-small``'s
-  10,000 nodes).
+  9,600 nodes).
 * **Features.** ``x[i] = snr * mu[y[i]] + noise``, float32, with ``mu[c]`` a uniformly random
   unit direction per cluster and standard Gaussian noise. ``snr`` is the distance of a cluster
   centre from the origin in noise standard deviations, whatever the number of features.
@@ -31,7 +31,7 @@ final ``row`` in node-id order, so the peak memory stays close to the final grap
 (``sbm-reddit``: 1.48 GB final, peak RSS about 1.3x that including torch itself; see
 ``benchmarks/bench_synthetic.py``).
 
-Presets (:data:`PRESETS`): ``sbm-small`` (the default dataset: 10K nodes, raw features alone do
+Presets (:data:`PRESETS`): ``sbm-small`` (the default dataset: 9,600 nodes — full-batch by the < 10K rule — raw features alone do
 not cluster but graph-smoothed ones do), ``sbm-reddit`` and ``sbm-products`` (the sizes of
 Reddit and ogbn-products). :func:`parse_synthetic` reads these names and spec strings.
 """
@@ -192,7 +192,7 @@ def _edge_targets(spec: SyntheticSpec) -> tuple[Tensor, int]:
 # heavy-tailed degrees, hence skew 1 (degree standard deviation ~1.3x the mean).
 PRESETS: dict[str, SyntheticSpec] = {
     "sbm-small": SyntheticSpec(
-        nodes=10_000,
+        nodes=9_600,
         clusters=10,
         degree=12.0,
         homophily=0.8,
@@ -573,3 +573,14 @@ def _features(spec: SyntheticSpec, y: Tensor) -> Tensor:
         torch.randn(b - a, spec.features, generator=gen, out=x[a:b])
         x[a:b] += centres[y[a:b]]
     return x
+
+
+# Bump when generate() changes its output, so cached graphs are rebuilt.
+GENERATOR_VERSION = 1
+
+
+def spec_key(spec: SyntheticSpec) -> str:
+    """Identity of the generated graph (display name excluded) for cache keys."""
+    fields = ("nodes", "clusters", "degree", "homophily", "features", "snr", "skew", "seed")
+    values = ",".join(f"{f}={getattr(spec, f)}" for f in fields)
+    return f"v{GENERATOR_VERSION}:{values}"

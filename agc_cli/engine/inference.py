@@ -254,7 +254,9 @@ def layerwise(
         prev, prev_ids = out, ids
         outputs.append((ids, out))
     final_ids = need[-1]
-    if encoder.jk in ("cat", "max"):
+    # Encoders whose output combines every layer (jumping knowledge, SSGC's average over
+    # propagation steps) say so; the others only need the last layer.
+    if getattr(encoder, "needs_all_layers", encoder.jk in ("cat", "max")):
         aligned = []
         for ids, out in outputs:
             position[ids] = torch.arange(ids.numel())

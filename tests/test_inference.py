@@ -1,0 +1,127 @@
+"""Inference: layer-wise equals full-batch, subsets, the out-of-memory fallback chain."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agc_cli.engine.inference import infer, is_oom, layerwise
+from agc_cli.models.batch import GraphBatch
+from agc_cli.models.registry import get_model_class
+from agc_cli.settings import load_settings
+from graphs import tiny_graph
+
+CPU = torch.device("cpu")
+
+
+def build(model: str = "dgi", sparse: bool = False, **overrides):
+    graph = tiny_graph(sparse=sparse)
+    settings = load_settings({"model": model, "hidden_channels": 16, "num_layers": 2,
+                              **overrides})  # fmt: skip
+    torch.manual_seed(0)
+    cls = get_model_class(model)
+    net = cls.from_settings(graph.num_features, graph.num_nodes, graph.num_classes, settings)
+    return net.eval(), graph
+
+
+def full(net, graph):
+    with torch.no_grad():
+        return net.embed(GraphBatch.full(graph, CPU))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"gnn_type": "gcn"},
+        {"gnn_type": "sage"},
+        {"gnn_type": "gin"},
+        {"gnn_type": "gat", "heads": 2},
+        {"gnn_type": "gcn", "jk": "cat", "num_layers": 3},
+        {"gnn_type": "sage", "jk": "max", "residual": False, "norm": "layer"},
+        {"gnn_type": "gcn", "residual": True},
+    ],
+)
+def test_layerwise_inference_equals_full_batch(options):
+    net, graph = build(**options)
+    expected = full(net, graph)
+    got = layerwise(net, graph, CPU, batch_size=7)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_layerwise_with_sparse_features_equals_full_batch():
+    net, graph = build(sparse=True)
+    torch.testing.assert_close(layerwise(net, graph, CPU, 11), full(net, graph), atol=1e-5,
+                               rtol=1e-4)  # fmt: skip
+
+
+def test_layerwise_subset_matches_full_rows_in_callers_order():
+    net, graph = build()
+    nodes = torch.tensor([17, 3, 42, 3])
+    got = layerwise(net, graph, CPU, batch_size=5, nodes=nodes)
+    torch.testing.assert_close(got, full(net, graph)[nodes], atol=1e-5, rtol=1e-4)
+
+
+def test_sampled_inference_runs_and_is_deterministic():
+    net, graph = build()
+    a = layerwise(net, graph, CPU, 16, fan_out=2, seed=3)
+    b = layerwise(net, graph, CPU, 16, fan_out=2, seed=3)
+    assert torch.equal(a, b) and a.shape == (graph.num_nodes, 16)
+
+
+def oom(*_args):
+    raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_injected_oom_walks_the_chain_and_halves_the_batch():
+    net, graph = build()
+    calls = []
+
+    def hook(stage, size):
+        calls.append((stage, size))
+        if stage == "full" or size > 32:
+            oom()
+
+    lines = []
+    res = infer(net, graph, CPU, full_batch=True, allow_cpu_fallback=True, batch_size=128,
+                report=lines.append, fault_hook=hook)  # fmt: skip
+    assert res.mode.startswith("layer-wise mini-batch")
+    assert res.batch_size == 32  # 128 -> 64 -> 32 (the floor)
+    assert any("full-batch inference on cpu ran out of memory" in s for s in lines)
+    assert any("retrying with 64" in s for s in lines) and any("retrying with 32" in s for s in lines)
+    torch.testing.assert_close(res.embeddings, full(net, graph), atol=1e-5, rtol=1e-4)
+
+
+def test_full_batch_used_when_it_fits():
+    net, graph = build()
+    res = infer(net, graph, CPU, full_batch=True, allow_cpu_fallback=True, batch_size=32)
+    assert res.mode == "full-batch (cpu)" and not res.events
+
+
+def test_oom_at_the_floor_is_reported():
+    net, graph = build()
+
+    def hook(stage, size):
+        oom()
+
+    with pytest.raises(Exception, match="out of memory even with batch size 32"):
+        infer(net, graph, CPU, full_batch=False, allow_cpu_fallback=False, batch_size=64,
+              fault_hook=hook)  # fmt: skip
+
+
+def test_non_oom_errors_propagate():
+    net, graph = build()
+
+    def hook(stage, size):
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        infer(net, graph, CPU, full_batch=True, allow_cpu_fallback=True, batch_size=8,
+              fault_hook=hook)  # fmt: skip
+
+
+def test_is_oom_recognises_cuda_and_host_messages():
+    assert is_oom(RuntimeError("CUDA out of memory"))
+    assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                               "can't allocate memory"))  # fmt: skip
+    assert is_oom(MemoryError())
+    assert not is_oom(RuntimeError("shape mismatch"))

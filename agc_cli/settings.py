@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     n_clusters: int | None = Field(None, ge=2, description="default: number of label classes")
     update_interval: int = Field(1, ge=1, description="DAEGC: steps between target refreshes")
     pretrain_epochs: int = Field(0, ge=0, description="DAEGC: autoencoder pretraining epochs")
+    gamma: float = Field(10.0, ge=0.0, description="DAEGC: weight of the clustering (KL) loss")
+    tau: float = Field(0.5, gt=0.0, description="MAGI: temperature of the contrastive loss")
+    num_walks: int = Field(20, ge=1, description="MAGI: random walks per node")
+    walk_length: int = Field(4, ge=1, description="MAGI: steps per random walk")
 
     # training
     mini_batch: bool | None = Field(None, description="None: follow the stats recommendation")

@@ -156,20 +156,21 @@ class GraphBatch:
         ``num_sampled_nodes``/``num_sampled_edges`` (per hop, PyG's conventions). Its ``x`` is
         used when present; otherwise the rows are gathered from ``graph`` (sparse stays sparse).
         """
-        n_id = data.n_id.to(device)
+        n_id = data.n_id
         x = getattr(data, "x", None)
-        if x is None:
-            x = (
-                SparseMatrix.from_csr(graph.x).rows(data.n_id)
-                if graph.sparse_features
-                else (graph.x.index_select(0, data.n_id.to(graph.x.device)))
-            )
+        if x is None and graph.sparse_features:
+            x = SparseMatrix.from_csr(graph.x).rows(n_id)
+        elif x is None:
+            x = graph.x.index_select(0, n_id.to(graph.x.device))
+        # Degrees of the local nodes only, read off the CSC pointers: O(batch), not O(N).
+        index = n_id.to(graph.colptr.device)
+        degree = graph.colptr[index + 1] - graph.colptr[index]
         return cls(
             x=x.to(device),
             edge_index=data.edge_index.to(device),
             batch_size=int(data.batch_size),
-            n_id=n_id,
-            degree=graph.degree().to(device)[n_id].float(),
+            n_id=n_id.to(device),
+            degree=degree.to(device).float(),
             total_nodes=graph.num_nodes,
             total_edges=graph.num_edges,
             num_sampled_nodes=[int(n) for n in data.num_sampled_nodes],

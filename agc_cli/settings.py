@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     tau: float = Field(0.5, gt=0.0, description="MAGI: temperature of the contrastive loss")
     num_walks: int = Field(20, ge=1, description="MAGI: random walks per node")
     walk_length: int = Field(4, ge=1, description="MAGI: steps per random walk")
+    alpha: float = Field(
+        0.05, ge=0.0, description="SSGC: teleport weight in [0, 1]; S2CAG: walk weight decay"
+    )
+    subspace_iterations: int = Field(
+        100, ge=1, description="S2CAG/M-S2CAG: iterations of the randomized spectral solver"
+    )
 
     # training
     mini_batch: bool | None = Field(None, description="None: follow the stats recommendation")

@@ -6,9 +6,9 @@ import json
 import time
 
 import yaml
+from cli_helpers import run_agc
 
 from agc_cli.settings import load_settings
-from cli_helpers import run_agc
 
 
 def test_stats_reddit_answers_offline_from_metadata(capsys, tmp_path):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from graphs import tiny_graph
 
 from agc_cli.engine.inference import infer, is_oom, layerwise
 from agc_cli.models.batch import GraphBatch
 from agc_cli.models.registry import get_model_class
 from agc_cli.settings import load_settings
-from graphs import tiny_graph
 
 CPU = torch.device("cpu")
 
@@ -87,7 +87,9 @@ def test_injected_oom_walks_the_chain_and_halves_the_batch():
     assert res.mode.startswith("layer-wise mini-batch")
     assert res.batch_size == 32  # 128 -> 64 -> 32 (the floor)
     assert any("full-batch inference on cpu ran out of memory" in s for s in lines)
-    assert any("retrying with 64" in s for s in lines) and any("retrying with 32" in s for s in lines)
+    assert any("retrying with 64" in s for s in lines) and any(
+        "retrying with 32" in s for s in lines
+    )
     torch.testing.assert_close(res.embeddings, full(net, graph), atol=1e-5, rtol=1e-4)
 
 

@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 import yaml
+from cli_helpers import run_agc
 
 from agc_cli.engine.session import open_session, train
 from agc_cli.errors import DivergedError
 from agc_cli.models.base import LossOutput
 from agc_cli.settings import load_settings
-from cli_helpers import run_agc
 
 TINY = "sbm:nodes=400,clusters=4,degree=8,homophily=0.85,features=16,snr=2,seed=1"
 
@@ -33,7 +33,9 @@ def test_train_writes_the_run_directory(capsys, tmp_path):
     assert [x["epoch"] for x in lines] == [1, 2, 3]
     assert all(math.isfinite(x["loss"]) for x in lines)
     assert (run / "model.pt").is_file() and (run / "train.log").is_file()
-    assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "best.pt").is_file()
+    assert (run / "checkpoints" / "last.pt").is_file() and (
+        run / "checkpoints" / "best.pt"
+    ).is_file()
     assert "Training completed in" in r.err and "Peak memory: CPU RSS" in r.err
     assert "Epoch    3/3: loss=" in r.err
 
@@ -41,7 +43,9 @@ def test_train_writes_the_run_directory(capsys, tmp_path):
 def test_mode_comes_from_the_recommendation_when_not_given(capsys, tmp_path):
     r = run_agc(capsys, *args(tmp_path))
     assert r.code == 0, r.err
-    assert "mode: full-batch (from the stats recommendation: full-batch: 400 nodes < 10,000)" in r.err
+    assert (
+        "mode: full-batch (from the stats recommendation: full-batch: 400 nodes < 10,000)" in r.err
+    )
 
 
 def test_unknown_model_lists_valid_names(capsys, tmp_path):

@@ -73,6 +73,14 @@ class RunDir:
         with open(self.path / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
+    def truncate_metrics(self, epochs: int) -> None:
+        """Drop records of epochs after ``epochs`` (redone after resuming an older checkpoint)."""
+        records = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs]
+        if len(records) != len(self.read_metrics()):
+            atomic_write_text(
+                self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records)
+            )
+
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / METRICS_FILE
         if not path.is_file():

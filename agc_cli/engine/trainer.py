@@ -190,7 +190,9 @@ class Trainer:
         if not self.mini_batch:
             if self._full_batch is None:
                 self._full_batch = GraphBatch.full(self.graph, self.device)
-            return iter([(0, self._full_batch)]), 1, self.graph.num_nodes
+            # start == 1: the epoch's only step was taken before an interruption.
+            steps = [(0, self._full_batch)] if start == 0 else []
+            return iter(steps), 1, self.graph.num_nodes
         loader = self._loader()
         loader.set_epoch(epoch, start)
         total = self.graph.num_nodes

@@ -63,7 +63,9 @@ class MAGI(ClusteringModel):
     name = "magi"
     paper = "https://arxiv.org/abs/2406.14288"
 
-    def __init__(self, encoder: Encoder, tau: float = 0.5, num_walks: int = 20, walk_length: int = 4):
+    def __init__(
+        self, encoder: Encoder, tau: float = 0.5, num_walks: int = 20, walk_length: int = 4
+    ):
         super().__init__()
         self.encoder = encoder
         self.tau = tau
@@ -178,7 +180,6 @@ class MAGI(ClusteringModel):
                 done += count
                 yield _first_occurrences(members)[:batch_size]
             nodes, sizes = nodes[slots[done] :], sizes[done:]
-
 
     def get_extra_state(self) -> dict[str, Tensor]:
         state = super().get_extra_state()

@@ -168,6 +168,9 @@ class SubgraphLoader(NodeLoader):
             num_workers=num_workers,
             drop_last=drop_last,
             pin_memory=pin_memory,
+            # A private generator for the DataLoader's worker base seed: otherwise each new
+            # epoch iterator draws from torch's global RNG, and a resumed run would diverge.
+            generator=torch.Generator().manual_seed(derive_seed(order.seed, 0x5EED)),
         )
         self.order = order
 

@@ -22,6 +22,7 @@ import torch
 from agc_cli.data.graph import Graph
 from agc_cli.engine import checkpoint as ckpt
 from agc_cli.engine.memory import MemoryMonitor, PeakMemory
+from agc_cli.engine.profiling import NullProfiler, stage
 from agc_cli.engine.progress import NullProgress, Progress
 from agc_cli.engine.rundir import RunDir
 from agc_cli.engine.runtime import autocast, autocast_dtype, make_grad_scaler
@@ -80,6 +81,8 @@ class Trainer:
         run: RunDir | None = None,
         progress: Progress | None = None,
         mini_batch: bool | None = None,
+        profiler: NullProfiler | None = None,
+        max_steps: int | None = None,
     ):
         self.graph = graph
         self.settings = settings
@@ -98,6 +101,9 @@ class Trainer:
         self._full_batch: GraphBatch | None = None
         self._stop_signal: int | None = None
         self.log = run.logger() if run is not None else None
+        self.profiler = profiler or NullProfiler()
+        self.max_steps = max_steps  # stop after this many batches (profiling)
+        self._batches_run = 0
 
     # ----- checkpoint state -------------------------------------------------------------------
 
@@ -143,9 +149,13 @@ class Trainer:
             {"epochs": s.epochs, "start_epoch": start_epoch, "mini_batch": self.mini_batch}
         )
         t0 = time.perf_counter()
-        with MemoryMonitor(self.device) as mon, self._signals():
+        with MemoryMonitor(self.device) as mon, self._signals(), self.profiler:
             try:
-                while self.state.epoch < s.epochs and not self.state.stopped_early:
+                while (
+                    self.state.epoch < s.epochs
+                    and not self.state.stopped_early
+                    and not self._step_limit_reached()
+                ):
                     self._run_epoch(self.state.epoch)
             except KeyboardInterrupt:
                 self._interrupted(signal.SIGINT)
@@ -173,7 +183,11 @@ class Trainer:
         for index, batch in batches:
             self._train_step(batch, index, num_batches)
             self.state.batch = index + 1
+            self._batches_run += 1
+            self.profiler.step()
             self.progress.advance(batch.batch_size)
+            if self._step_limit_reached():
+                return
             if self._stop_signal is not None:
                 self._interrupted(self._stop_signal)
             if (
@@ -199,8 +213,17 @@ class Trainer:
         num_batches = math.ceil(total / self.settings.batch_size)
 
         def generate() -> Iterator[tuple[int, GraphBatch]]:
-            for i, data in enumerate(loader, start=start):
-                yield i, GraphBatch.from_sampled(data, self.graph, self.device)
+            batches = iter(loader)
+            index = start
+            while True:
+                with stage("sampling"):
+                    data = next(batches, None)
+                if data is None:
+                    return
+                with stage("host-to-device copy"):
+                    batch = GraphBatch.from_sampled(data, self.graph, self.device)
+                yield index, batch
+                index += 1
 
         return generate(), num_batches, total
 
@@ -220,7 +243,7 @@ class Trainer:
 
     def _train_step(self, batch: GraphBatch, index: int, num_batches: int) -> None:
         s = self.settings
-        with autocast(self.device, self.amp_dtype):
+        with autocast(self.device, self.amp_dtype), stage("loss"):
             out = self.model.loss(batch)
         loss = out.loss
         if not torch.isfinite(loss.detach()).all():
@@ -228,11 +251,13 @@ class Trainer:
                 f"non-finite loss ({float(loss.detach()):.4g}) at epoch {self.state.epoch + 1}, "
                 f"batch {index + 1}; stopped before the optimizer step (try a lower --lr)"
             )
-        self.scaler.scale(loss / s.accumulate).backward()
+        with stage("backward"):
+            self.scaler.scale(loss / s.accumulate).backward()
         if (index + 1) % s.accumulate == 0 or index + 1 == num_batches:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+            with stage("optimizer step"):
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
             self.state.step += 1
         weight = int(batch.batch_size)
         self.state.epoch_loss_sum += float(loss.detach()) * weight
@@ -241,6 +266,9 @@ class Trainer:
             self.state.epoch_parts[name] = (
                 self.state.epoch_parts.get(name, 0.0) + float(value) * weight
             )
+
+    def _step_limit_reached(self) -> bool:
+        return self.max_steps is not None and self._batches_run >= self.max_steps
 
     def _end_epoch(self, epoch: int, seconds: float, nodes: int) -> None:
         st, s = self.state, self.settings

@@ -140,3 +140,14 @@ def test_divergence_raises_before_optimizer_step(monkeypatch):
         train(s, None)
     for k, p in s.model.named_parameters():
         assert torch.equal(p.detach(), before[k])
+
+
+def test_adaptive_fan_out_grows_linearly_over_epochs():
+    from agc_cli.engine.trainer import Trainer
+
+    s = session(mini_batch=True, num_layers=2, fan_out="2,2", fan_out_final="10,-1", epochs=5)
+    trainer = Trainer(s.graph, s.model, s.settings, s.device)
+    assert [trainer.fan_out_at(e) for e in range(5)] == [[2, 2], [4, 2], [6, 2], [8, 2],
+                                                         [10, -1]]  # fmt: skip
+    _, result = train(s, None)
+    assert len(result.history) == 5

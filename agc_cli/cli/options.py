@@ -80,6 +80,12 @@ FanOut = Annotated[
     typer.Option("--fan-out", help="Neighbours per layer: 15 or 15,10 (-1 = all).",
                  rich_help_panel=TRAIN),
 ]  # fmt: skip
+FanOutFinal = Annotated[
+    str | None,
+    typer.Option("--fan-out-final",
+                 help="Adaptive schedule: fan-out reached at the last epoch (grows linearly).",
+                 rich_help_panel=TRAIN),
+]  # fmt: skip
 Epochs = Annotated[int | None, typer.Option("--epochs", rich_help_panel=TRAIN)]
 Lr = Annotated[float | None, typer.Option("--lr", help="Learning rate.", rich_help_panel=TRAIN)]
 Device = Annotated[

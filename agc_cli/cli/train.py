@@ -31,6 +31,7 @@ def train(
     mini_batch: o.MiniBatch = None,
     batch_size: o.BatchSize = None,
     fan_out: o.FanOut = None,
+    fan_out_final: o.FanOutFinal = None,
     epochs: o.Epochs = None,
     lr: o.Lr = None,
     device: o.Device = None,

@@ -207,7 +207,7 @@ class Trainer:
             # start == 1: the epoch's only step was taken before an interruption.
             steps = [(0, self._full_batch)] if start == 0 else []
             return iter(steps), 1, self.graph.num_nodes
-        loader = self._loader()
+        loader = self._loader(epoch)
         loader.set_epoch(epoch, start)
         total = self.graph.num_nodes
         num_batches = math.ceil(total / self.settings.batch_size)
@@ -227,19 +227,37 @@ class Trainer:
 
         return generate(), num_batches, total
 
-    def _loader(self):
-        if not hasattr(self, "_loader_cache"):
+    def fan_out_at(self, epoch: int) -> list[int]:
+        """Per-layer fan-out of ``epoch``: constant, or growing linearly from ``fan_out`` to
+        ``fan_out_final`` over the epochs (the adaptive schedule). A layer with ``-1`` (all
+        neighbours) at either end keeps its start value until the last epoch."""
+        s = self.settings
+        start, final = s.fan_out_list(), s.fan_out_list(final=True)
+        if start == final or s.epochs <= 1:
+            return start
+        t = epoch / (s.epochs - 1)
+        return [
+            (b if t == 1 else a) if -1 in (a, b) else max(1, round(a + (b - a) * t))
+            for a, b in zip(start, final, strict=True)
+        ]
+
+    def _loader(self, epoch: int):
+        fan_out = self.fan_out_at(epoch)
+        cached = getattr(self, "_loader_cache", None)
+        if cached is None or cached[0] != fan_out:
             s = self.settings
-            self._loader_cache = make_loader(
+            loader = make_loader(
                 self.graph,
                 input_nodes=None,
-                fan_out=s.fan_out_list(),
+                fan_out=fan_out,
                 batch_size=s.batch_size,
                 shuffle=True,
                 num_workers=s.num_workers,
                 seed=s.seed,
+                sampler=s.sampler,
             )
-        return self._loader_cache
+            self._loader_cache = (fan_out, loader)
+        return self._loader_cache[1]
 
     def _train_step(self, batch: GraphBatch, index: int, num_batches: int) -> None:
         s = self.settings

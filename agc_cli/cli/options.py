@@ -35,7 +35,7 @@ Root = Annotated[
 ]  # fmt: skip
 CacheDir = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="Where processed graphs are cached [env AGC_CACHE_DIR].",
+    typer.Option("--cache-dir", help="Where processed graphs are cached (env AGC_CACHE_DIR).",
                  rich_help_panel=DATA),
 ]  # fmt: skip
 LabeledOnly = Annotated[
@@ -62,7 +62,9 @@ NumLayers = Annotated[
 Heads = Annotated[
     int | None, typer.Option("--heads", help="GAT attention heads.", rich_help_panel=MODEL)
 ]
-Dropout = Annotated[float | None, typer.Option("--dropout", rich_help_panel=MODEL)]
+Dropout = Annotated[
+    float | None, typer.Option("--dropout", help="Dropout on layer inputs.", rich_help_panel=MODEL)
+]
 NClusters = Annotated[
     int | None,
     typer.Option("--n-clusters", "-k", help="Clusters (default: number of classes).",
@@ -74,7 +76,9 @@ MiniBatch = Annotated[
                  help="Training mode (default: the `agc stats` recommendation).",
                  rich_help_panel=TRAIN),
 ]  # fmt: skip
-BatchSize = Annotated[int | None, typer.Option("--batch-size", rich_help_panel=TRAIN)]
+BatchSize = Annotated[
+    int | None, typer.Option("--batch-size", help="Seed nodes per batch.", rich_help_panel=TRAIN)
+]
 FanOut = Annotated[
     str | None,
     typer.Option("--fan-out", help="Neighbours per layer: 15 or 15,10 (-1 = all).",
@@ -86,7 +90,9 @@ FanOutFinal = Annotated[
                  help="Adaptive schedule: fan-out reached at the last epoch (grows linearly).",
                  rich_help_panel=TRAIN),
 ]  # fmt: skip
-Epochs = Annotated[int | None, typer.Option("--epochs", rich_help_panel=TRAIN)]
+Epochs = Annotated[
+    int | None, typer.Option("--epochs", help="Training epochs.", rich_help_panel=TRAIN)
+]
 Lr = Annotated[float | None, typer.Option("--lr", help="Learning rate.", rich_help_panel=TRAIN)]
 Device = Annotated[
     str | None,
@@ -105,7 +111,11 @@ NumWorkers = Annotated[
     int | None,
     typer.Option("--num-workers", help="Sampler worker processes.", rich_help_panel=TRAIN),
 ]
-Seed = Annotated[int | None, typer.Option("--seed", rich_help_panel=TRAIN)]
+Seed = Annotated[
+    int | None,
+    typer.Option("--seed", help="Seed of every random stream (runs are reproducible).",
+                 rich_help_panel=TRAIN),
+]  # fmt: skip
 Patience = Annotated[
     int | None,
     typer.Option("--patience", help="Early-stopping patience in epochs (0 = off).",

@@ -214,7 +214,7 @@ def walk_modularity(
     visited = random_walk(colptr, row, start, walk_length, generator)[:, 1:]
     anchor = torch.arange(n, device=seeds.device).repeat(num_walks)
     anchor = anchor[:, None].expand_as(visited).reshape(-1)
-    visited = visited.reshape(-1)
+    visited = visited.reshape(-1).contiguous()
     # Keep the steps that land on a seed, as the seed's position (searchsorted membership).
     order = torch.argsort(seeds)
     ordered = seeds[order]

@@ -1,0 +1,235 @@
+"""DAEGC (Wang et al., IJCAI 2019), https://arxiv.org/abs/1906.06532."""
+
+from __future__ import annotations
+
+from itertools import chain
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from agc_cli.cluster import kmeans
+from agc_cli.errors import UsageError
+from agc_cli.models import rng
+from agc_cli.models.base import ClusteringModel, LossOutput
+from agc_cli.models.batch import GraphBatch
+from agc_cli.models.encoder import Encoder
+from agc_cli.models.gae import GAE
+
+# Training phases, kept in the state dict: reconstruction only; joint, cluster centres not yet
+# initialised; joint.
+PRETRAIN, JOINT_INIT, JOINT = 0, 1, 2
+# Up to this many seeds the reconstruction term sums over all n^2 seed pairs; above it (n^2
+# floats would take 64 MiB and more) the sum over non-edges is estimated from sampled pairs.
+DENSE_MAX_NODES = 4096
+
+
+class DAEGC(ClusteringModel):
+    """Deep attentional embedded graph clustering: a graph attention autoencoder trained jointly
+    with a self-training clustering objective.
+
+    The embedding is ``z = normalize(GAT(X, A))``. **Pretraining** (the first
+    ``pretrain_epochs`` epochs) minimises the reconstruction loss: the mean binary
+    cross-entropy of ``sigmoid(z_i . z_j)`` against ``A + I`` over all ordered seed pairs.
+    **Joint training** adds ``gamma * KL(P || Q)``: ``Q`` is the Student's t soft assignment
+    of the embeddings to learnable cluster centres, ``P`` the sharpened target
+    ``q_ij^2 / f_j`` (row-normalised, ``f_j = sum_i q_ij`` over the seeds).
+
+    **Phase switch.** :meth:`begin_epoch` switches to joint training at epoch
+    ``pretrain_epochs``; the next loss initialises the centres by k-means on that batch's
+    embeddings (every node in full-batch, as in the paper; the batch's seeds in mini-batch,
+    which needs no pass over the whole graph).
+
+    **Target refresh.** ``P`` is computed by the model as it was at the last refresh, which
+    happens at every ``update_interval``-th joint training step (a ``loss`` call in training
+    mode with gradients on). At a refresh the model keeps a copy of its weights (in the state
+    dict); ``P`` for a batch is then always computed from ``Q`` of exactly that batch's seeds
+    under those weights, in eval mode, with ``f`` summed over the same seeds. In full-batch this
+    is the paper's schedule, and ``P`` is computed once per refresh and reused; in mini-batch
+    it costs one extra forward pass without gradients per step, and never reads stale values
+    of other nodes.
+
+    **Reconstruction at scale.** Up to :data:`DENSE_MAX_NODES` seeds the ``n^2`` pairs are
+    summed exactly (``n^2`` floats: Cora's 2,708 nodes take 29 MiB); above, the sum of
+    ``softplus(z_i . z_j)`` over all pairs is estimated from as many uniform pairs as there
+    are positive pairs (unbiased), the positive pairs' terms staying exact. In mini-batch the
+    positives are the sampled edges between seeds, and :meth:`seed_batches` makes the seeds
+    the endpoints of random edges (GAE's), so batches have edges to reconstruct.
+
+    The attention is GAT's over first-order neighbours (as PyAGC's); the paper's attention
+    also weights each neighbour by a two-step transition proximity.
+
+    Args:
+        encoder: the GAT (any GNN works).
+        n_clusters: number of clusters.
+        pretrain_epochs: epochs of reconstruction only.
+        update_interval: joint training steps between target refreshes.
+        gamma: weight of the clustering loss.
+
+    Paper: https://arxiv.org/abs/1906.06532
+    """
+
+    name = "daegc"
+    paper = "https://arxiv.org/abs/1906.06532"
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        n_clusters: int,
+        pretrain_epochs: int = 0,
+        update_interval: int = 1,
+        gamma: float = 10.0,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.n_clusters = n_clusters
+        self.pretrain_epochs = pretrain_epochs
+        self.update_interval = update_interval
+        self.gamma = gamma
+        self.centres = nn.Parameter(torch.zeros(n_clusters, encoder.out_channels))
+        self.phase = PRETRAIN
+        self.step = 0  # joint training steps taken
+        self._target_weights: dict[str, Tensor] | None = None
+        # Full-batch P of the current refresh: recomputable from _target_weights, not saved.
+        self._full_target: Tensor | None = None
+
+    @classmethod
+    def from_settings(
+        cls, in_channels: int, num_nodes: int, num_classes: int | None, settings: Any
+    ) -> DAEGC:
+        n_clusters = settings.n_clusters or num_classes
+        if n_clusters is None:
+            raise UsageError(
+                "n_clusters: DAEGC needs the number of clusters (the data has no labels)"
+            )
+        return cls(
+            Encoder.from_settings(in_channels, settings),
+            n_clusters,
+            pretrain_epochs=settings.pretrain_epochs,
+            update_interval=settings.update_interval,
+            gamma=settings.gamma,
+        )
+
+    # GAE's seed batches: random seeds of a large sparse graph have almost no edge between
+    # them, which would leave nothing to reconstruct.
+    seed_batches = GAE.seed_batches
+
+    def readout(self, h: Tensor) -> Tensor:
+        return F.normalize(h, dim=-1)
+
+    def forward(self, batch: GraphBatch) -> Tensor:
+        """Soft cluster assignments ``Q`` of the batch's seeds."""
+        return soft_assignment(self.embed(batch), self.centres)
+
+    def begin_epoch(self, epoch: int, graph: Any) -> None:
+        """Switch to joint training once ``pretrain_epochs`` epochs are done."""
+        if self.phase == PRETRAIN and epoch >= self.pretrain_epochs:
+            self.phase = JOINT_INIT
+
+    def loss(self, batch: GraphBatch) -> LossOutput:
+        z = self.embed(batch)
+        reconstruction = reconstruction_loss(z, batch.seed_block().edge_index, self.generator)
+        if self.phase == PRETRAIN:
+            return LossOutput(reconstruction, {"reconstruction": reconstruction.detach()})
+        if self.phase == JOINT_INIT:
+            self._init_centres(z.detach())
+        training = self.training and torch.is_grad_enabled()
+        # Steps 0, update_interval, 2 update_interval, ... refresh; so does a first evaluation
+        # before any training step, which has no target to compare with otherwise.
+        if self._target_weights is None or (training and self.step % self.update_interval == 0):
+            self._refresh_target()
+        p = self.target_distribution(batch)
+        q = soft_assignment(z, self.centres)
+        clustering = F.kl_div(q.log(), p, reduction="batchmean")
+        if training:
+            self.step += 1
+        return LossOutput(
+            reconstruction + self.gamma * clustering,
+            {"reconstruction": reconstruction.detach(), "clustering": clustering.detach()},
+        )
+
+    def target_distribution(self, batch: GraphBatch) -> Tensor:
+        """``P`` of the batch's seeds under the weights of the last refresh."""
+        if batch.is_full and self._full_target is not None:
+            return self._full_target.to(batch.device)
+        weights = {k: v.to(batch.device) for k, v in self._target_weights.items()}
+        mode = self.training
+        self.eval()
+        with torch.no_grad():
+            q = torch.func.functional_call(self, weights, (batch,))
+        self.train(mode)
+        p = sharpen(q)
+        if batch.is_full:
+            self._full_target = p
+        return p
+
+    def _init_centres(self, z: Tensor) -> None:
+        seed = int(rng.randint(2**31 - 1, (1,), z.device, self.generator))
+        result = kmeans(z, self.n_clusters, seed=seed)
+        with torch.no_grad():
+            self.centres.copy_(result.centroids.to(self.centres))
+        self.phase = JOINT
+
+    def _refresh_target(self) -> None:
+        named = chain(self.named_parameters(), self.named_buffers())
+        self._target_weights = {name: t.detach().clone() for name, t in named}
+        self._full_target = None
+
+    def get_extra_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_extra_state()
+        state["phase"] = torch.tensor(self.phase)
+        state["step"] = torch.tensor(self.step)
+        if self._target_weights is not None:
+            state["target_weights"] = self._target_weights
+        return state
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        super().set_extra_state(state)
+        self.phase = int(state["phase"])
+        self.step = int(state["step"])
+        self._target_weights = state.get("target_weights")
+        self._full_target = None
+
+
+def soft_assignment(z: Tensor, centres: Tensor) -> Tensor:
+    """Student's t kernel (one degree of freedom) between rows and centres, row-normalised."""
+    distance = (
+        z.pow(2).sum(-1, keepdim=True) + centres.pow(2).sum(-1) - 2 * z @ centres.T
+    ).clamp(min=0)
+    q = 1.0 / (1.0 + distance)
+    return q / q.sum(dim=1, keepdim=True)
+
+
+def sharpen(q: Tensor) -> Tensor:
+    """DEC's target distribution: ``q^2`` over cluster frequency, row-normalised."""
+    weight = q.pow(2) / q.sum(dim=0)
+    return weight / weight.sum(dim=1, keepdim=True)
+
+
+def reconstruction_loss(
+    z: Tensor, edge_index: Tensor, generator: torch.Generator | None = None
+) -> Tensor:
+    """Mean BCE of ``sigmoid(z_i . z_j)`` against ``A + I`` over all ``n^2`` ordered pairs.
+
+    With logits ``s`` and 0/1 targets ``t``, ``BCE = softplus(s) - t s``, so the loss is
+    ``(sum over all pairs of softplus(s) - sum over positive pairs of s) / n^2``. The first sum
+    is exact up to :data:`DENSE_MAX_NODES` rows and estimated from uniform pairs above.
+
+    Args:
+        z: ``[n, D]`` embeddings.
+        edge_index: ``[2, E]`` distinct edges among the rows (self-loops are ignored: the
+            diagonal is always positive).
+    """
+    n = z.shape[0]
+    src, dst = edge_index
+    not_loop = src != dst
+    src, dst = src[not_loop], dst[not_loop]
+    positive = (z[src] * z[dst]).sum() + z.pow(2).sum()
+    if n <= DENSE_MAX_NODES:
+        every_pair = F.softplus(z @ z.T).sum()
+    else:
+        samples = src.numel() + n
+        i, j = rng.randint(n, (2, samples), z.device, generator)
+        every_pair = F.softplus((z[i] * z[j]).sum(-1)).sum() * (n * n / samples)
+    return (every_pair - positive) / (n * n)

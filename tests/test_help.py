@@ -1,6 +1,6 @@
 """The CLI surface is deliberate: `agc --help` of every subcommand is snapshotted.
 
-After an intended change: AGC_UPDATE_SNAPSHOTS=1 python -m pytest tests/test_help.py
+After an intended change: UPDATE_SNAPSHOTS=1 python -m pytest tests/test_help.py
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def help_text(command: str) -> str:
 def test_help_matches_snapshot(command):
     path = SNAPSHOTS / f"help_{command or 'agc'}.txt"
     text = help_text(command)
-    if os.environ.get("AGC_UPDATE_SNAPSHOTS") or not path.exists():
+    if os.environ.get("UPDATE_SNAPSHOTS") or not path.exists():
         path.write_text(text)
     assert text == path.read_text()
 

@@ -154,19 +154,28 @@ def test_magi_embeddings_are_unit_rows():
 # ----- DAEGC --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pretrain_epochs", [1, 0], ids=["pretrain", "joint"])
-def test_daegc_full_batch_loss_is_finite_and_decreases(pretrain_epochs):
+# Joint training chases a target that moves at every refresh (KL(P || Q) grows as Q sharpens);
+# the objective decreases for a fixed target, so the joint cases refresh at step 0 only.
+PHASES = pytest.mark.parametrize(
+    "phase",
+    [{"pretrain_epochs": 1}, {"pretrain_epochs": 0, "update_interval": 1000}],
+    ids=["pretrain", "joint"],
+)
+
+
+@PHASES
+def test_daegc_full_batch_loss_is_finite_and_decreases(phase):
     graph = tiny_graph()
-    model = _daegc(graph, pretrain_epochs=pretrain_epochs)
+    model = _daegc(graph, **phase)
     model.begin_epoch(0, graph)
     before, after = _loss_drop(model, GraphBatch.full(graph))
     assert after < before
 
 
-@pytest.mark.parametrize("pretrain_epochs", [1, 0], ids=["pretrain", "joint"])
-def test_daegc_minibatch_loss_is_finite_and_decreases(pretrain_epochs):
+@PHASES
+def test_daegc_minibatch_loss_is_finite_and_decreases(phase):
     graph = tiny_graph(num_nodes=60)
-    model = _daegc(graph, pretrain_epochs=pretrain_epochs)
+    model = _daegc(graph, **phase)
     model.begin_epoch(0, graph)
     seeds = next(iter(model.seed_batches(graph, 24, torch.Generator().manual_seed(0))))
     batch = _sampled(graph, seeds)

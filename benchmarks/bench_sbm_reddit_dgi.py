@@ -13,8 +13,8 @@ import argparse
 import math
 import os
 import resource
-import time
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -61,8 +61,10 @@ def main() -> None:
     print(f"batches timed      {batches} ({per_batch * 1000:.0f} ms/batch)")
     print(f"seconds per epoch  {per_batch * batches_per_epoch:.1f} "
           f"({batches_per_epoch} batches{'' if a.max_batches is None else ', extrapolated'})")
-    print(f"peak RSS           {fmt_bytes(peak)} (target < 8 GB: {'yes' if peak < 8 * 2**30 else 'NO'})")
-    print(f"final loss         {result.loss if not math.isnan(result.loss) else 'n/a (partial epoch)'}")
+    verdict = "yes" if peak < 8 * 2**30 else "NO"
+    print(f"peak RSS           {fmt_bytes(peak)} (target < 8 GB: {verdict})")
+    loss = "n/a (partial epoch)" if math.isnan(result.loss) else f"{result.loss:.4f}"
+    print(f"final loss         {loss}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import torch
-
 from cli_helpers import run_agc
 
 TINY = "sbm:nodes=400,clusters=4,degree=8,homophily=0.9,features=16,snr=3,seed=4"

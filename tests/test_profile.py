@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from agc_cli.engine.profiling import NullProfiler
 from cli_helpers import run_agc
+
+from agc_cli.engine.profiling import NullProfiler
 
 TINY = "sbm:nodes=300,clusters=3,degree=6,features=12,seed=3"
 

@@ -134,8 +134,10 @@ def test_non_finite_loss_stops_before_the_step_with_exit_5(capsys, tmp_path, mon
 def test_divergence_raises_before_optimizer_step(monkeypatch):
     s = session()
     before = {k: p.detach().clone() for k, p in s.model.named_parameters()}
-    monkeypatch.setattr(type(s.model), "loss",
-                        lambda self, batch: LossOutput(self.weight.sum() * float("inf")))  # fmt: skip
+    def diverged(self, batch):
+        return LossOutput(self.weight.sum() * float("inf"))
+
+    monkeypatch.setattr(type(s.model), "loss", diverged)
     with pytest.raises(DivergedError):
         train(s, None)
     for k, p in s.model.named_parameters():

@@ -42,7 +42,8 @@ def profile(
     ] = None,
     row_limit: Annotated[int, typer.Option("--row-limit", help="Table rows.")] = 20,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Chrome trace path (default RUN/trace.json).")
+        Path | None,
+        typer.Option("--output", "-o", help="Chrome trace path (default RUN/trace.json)."),
     ] = None,
     config: o.Config = None,
     dataset: o.Dataset = None,
@@ -115,8 +116,9 @@ def profile(
     print(table)
     shares = stage_summary(torch_prof, dev)
     total_ms = sum(shares.values()) or 1.0
+    clock = "device" if dev.type == "cuda" else "CPU"
     render.table(
-        f"Time per stage over {cfg.active} recorded step(s) ({'device' if dev.type == 'cuda' else 'CPU'} time)",
+        f"Time per stage over {cfg.active} recorded step(s) ({clock} time)",
         ["stage", "ms", "share"],
         [[name, f"{ms:.1f}", f"{100 * ms / total_ms:.1f}%"] for name, ms in shares.items()],
     )

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch_geometric.data import Data
 
 from agc_cli.data.graph import Graph
 from agc_cli.engine import checkpoint as ckpt
@@ -29,7 +30,7 @@ from agc_cli.engine.runtime import autocast, autocast_dtype, make_grad_scaler
 from agc_cli.errors import DivergedError, InterruptedRun
 from agc_cli.models.base import ClusteringModel
 from agc_cli.models.batch import GraphBatch
-from agc_cli.sampling import make_loader
+from agc_cli.sampling import derive_seed, make_loader
 from agc_cli.settings import Settings
 
 
@@ -209,15 +210,24 @@ class Trainer:
             return iter(steps), 1, self.graph.num_nodes
         loader = self._loader(epoch)
         loader.set_epoch(epoch, start)
-        total = self.graph.num_nodes
-        num_batches = math.ceil(total / self.settings.batch_size)
+        # A method may choose the epoch's seed batches itself (MAGI's random-walk communities);
+        # its choice is a pure function of (seed, epoch), so a resumed epoch replays it.
+        order = torch.Generator().manual_seed(derive_seed(self.settings.seed, epoch))
+        custom = self.model.seed_batches(self.graph, self.settings.batch_size, order)
+        if custom is None:
+            total = self.graph.num_nodes
+            num_batches = math.ceil(total / self.settings.batch_size)
+            sampled = iter(loader)
+        else:
+            seeds = list(custom)
+            total, num_batches = sum(int(b.numel()) for b in seeds), len(seeds)
+            sampled = (self._sample_seeds(loader, b) for b in seeds[start:])
 
         def generate() -> Iterator[tuple[int, GraphBatch]]:
-            batches = iter(loader)
             index = start
             while True:
                 with stage("sampling"):
-                    data = next(batches, None)
+                    data = next(sampled, None)
                 if data is None:
                     return
                 with stage("host-to-device copy"):
@@ -226,6 +236,12 @@ class Trainer:
                 index += 1
 
         return generate(), num_batches, total
+
+    @staticmethod
+    def _sample_seeds(loader, seeds: torch.Tensor):
+        """The loader's sampled ``Data`` around explicit seed nodes (input ids = node ids)."""
+        out = loader.collate_fn(seeds)
+        return out if isinstance(out, Data) else loader.filter_fn(out)
 
     def fan_out_at(self, epoch: int) -> list[int]:
         """Per-layer fan-out of ``epoch``: constant, or growing linearly from ``fan_out`` to

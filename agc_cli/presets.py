@@ -18,12 +18,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "lr": 1e-3,
             "epochs": 300,
             "patience": 20,
+            "normalize_embeddings": True,
         }
     },
     "gae": {
         "default": {
             "gnn_type": "gcn",
-            "hidden_channels": 256,
+            "hidden_channels": 32,
             "num_layers": 2,
             "activation": "relu",
             "lr": 1e-2,
@@ -37,7 +38,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "num_layers": 2,
             "activation": "relu",
             "lr": 1e-3,
-            "epochs": 50,
+            "epochs": 70,
+            "normalize_embeddings": True,
         }
     },
     "dmon": {
@@ -46,8 +48,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "hidden_channels": 256,
             "num_layers": 1,
             "activation": "elu",
-            "lr": 1e-3,
-            "epochs": 500,
+            "dropout": 0.5,
+            "lr": 1e-2,
+            "epochs": 300,
         }
     },
 }

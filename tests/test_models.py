@@ -34,7 +34,7 @@ def _minibatch(graph, num_hops: int = 2) -> GraphBatch:
     return GraphBatch.from_sampled(data, graph)
 
 
-def _loss_drop(model: ClusteringModel, batch: GraphBatch, steps: int = 30) -> tuple[float, float]:
+def _loss_drop(model: ClusteringModel, batch: GraphBatch, steps: int = 20) -> tuple[float, float]:
     """Loss before and after ``steps`` Adam steps, both with the same random draws."""
 
     def loss_with_fixed_draws() -> LossOutput:

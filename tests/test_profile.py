@@ -20,7 +20,7 @@ def test_profile_train_exports_trace_with_stages(capsys, tmp_path):
     assert r.code == 0, r.err
     events = json.loads(trace.read_text())["traceEvents"]
     names = {e.get("name") for e in events}
-    for stage in ("sampling", "feature fetch", "host-to-device copy", "loss", "backward",
+    for stage in ("sampling", "feature fetch", "host-to-device copy", "forward", "loss", "backward",
                   "optimizer step"):  # fmt: skip
         assert f"agc::{stage}" in names, stage
     assert "Self CPU time total" in r.out  # the key_averages table

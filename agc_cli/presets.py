@@ -53,6 +53,44 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "epochs": 300,
         }
     },
+    # Non-parametric: num_layers is the number of propagation steps K.
+    "sgc": {
+        "default": {
+            "num_layers": 8,
+            "normalize_embeddings": True,
+            "force_full_batch_inference": True,
+        },
+        "Photo": {"num_layers": 4},
+    },
+    "ssgc": {
+        "default": {
+            "num_layers": 16,
+            "alpha": 0.05,
+            "normalize_embeddings": True,
+            "force_full_batch_inference": True,
+        },
+    },
+    "s2cag": {
+        "default": {
+            "num_layers": 16,
+            "alpha": 1.3,
+            "subspace_iterations": 7,
+            "normalize_embeddings": True,
+            "force_full_batch_inference": True,
+        },
+        "Photo": {"num_layers": 8, "alpha": 0.9},
+    },
+    "ms2cag": {
+        "default": {
+            "num_layers": 16,
+            "alpha": 1.3,
+            "gamma": 1.0,
+            "subspace_iterations": 50,
+            "normalize_embeddings": True,
+            "force_full_batch_inference": True,
+        },
+        "Photo": {"num_layers": 8, "alpha": 0.9},
+    },
 }
 
 

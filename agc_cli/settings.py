@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     n_clusters: int | None = Field(None, ge=2, description="default: number of label classes")
     update_interval: int = Field(1, ge=1, description="DAEGC: steps between target refreshes")
     pretrain_epochs: int = Field(0, ge=0, description="DAEGC: autoencoder pretraining epochs")
-    gamma: float = Field(10.0, ge=0.0, description="DAEGC: weight of the clustering (KL) loss")
+    gamma: float = Field(
+        10.0, ge=0.0, description="DAEGC: clustering (KL) loss weight; MS2CAG: modularity weight"
+    )
     tau: float = Field(0.5, gt=0.0, description="MAGI: temperature of the contrastive loss")
     num_walks: int = Field(20, ge=1, description="MAGI: random walks per node")
     walk_length: int = Field(4, ge=1, description="MAGI: steps per random walk")
@@ -96,7 +98,7 @@ class Settings(BaseSettings):
         0.05, ge=0.0, description="SSGC: teleport weight in [0, 1]; S2CAG: walk weight decay"
     )
     subspace_iterations: int = Field(
-        100, ge=1, description="S2CAG/M-S2CAG: iterations of the randomized spectral solver"
+        50, ge=1, description="S2CAG/M-S2CAG: iterations of the randomized spectral solver"
     )
 
     # training

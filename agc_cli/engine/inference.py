@@ -220,7 +220,10 @@ def layerwise(
     position = torch.full((graph.num_nodes,), -1, dtype=torch.long)
     prev: Tensor | None = None  # previous layer's outputs, rows aligned with need[i - 1]
     prev_ids: Tensor | None = None
-    outputs: list[tuple[Tensor, Tensor]] = []  # per layer (ids, outputs) for jumping knowledge
+    # Encoders whose output combines every layer (jumping knowledge) say so; the others only
+    # need the last layer, so earlier layers' outputs are dropped as soon as they are used.
+    keep_all = getattr(encoder, "needs_all_layers", encoder.jk in ("cat", "max"))
+    outputs: list[tuple[Tensor, Tensor]] = []  # per layer (ids, outputs) when keep_all
     for i in range(layers):
         ids = need[i]
         out = None
@@ -252,11 +255,10 @@ def layerwise(
                 out = torch.empty(ids.numel(), h.shape[1])
             out[start : start + dst.numel()] = h
         prev, prev_ids = out, ids
-        outputs.append((ids, out))
+        if keep_all:
+            outputs.append((ids, out))
     final_ids = need[-1]
-    # Encoders whose output combines every layer (jumping knowledge, SSGC's average over
-    # propagation steps) say so; the others only need the last layer.
-    if getattr(encoder, "needs_all_layers", encoder.jk in ("cat", "max")):
+    if keep_all:
         aligned = []
         for ids, out in outputs:
             position[ids] = torch.arange(ids.numel())

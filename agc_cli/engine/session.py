@@ -47,8 +47,12 @@ class Session:
             + (" (sparse)" if self.graph.sparse_features else ""),
             "model": self.settings.model,
             "mode": self.mode,
-            "gnn type": f"{self.settings.gnn_type} × {self.settings.num_layers}, "
-            f"hidden {self.settings.hidden_channels}",
+            "encoder": (
+                f"{self.settings.gnn_type} × {self.settings.num_layers}, "
+                f"hidden {self.settings.hidden_channels}"
+                if getattr(self.model, "trainable", True)
+                else f"none (non-parametric, {self.settings.num_layers} propagation steps)"
+            ),
             "parameters": f"{params:,}",
             "device": str(self.device),
             "precision": self.settings.precision,
@@ -125,6 +129,8 @@ def load_trained(
     model = get_model_class(settings.model).from_settings(
         graph.num_features, graph.num_nodes, graph.num_classes, settings
     )
+    if not getattr(model, "trainable", True) and checkpoint is None:
+        return settings, model, graph  # nothing learned: the settings define the model
     if checkpoint is None:
         options = [run.checkpoints / ckpt.BEST, run.path / MODEL_FILE, run.checkpoints / ckpt.LAST]
         path = next((p for p in options if p.is_file()), None)

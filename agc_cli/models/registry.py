@@ -8,8 +8,12 @@ from agc_cli.models.ccassg import CCASSG
 from agc_cli.models.dgi import DGI
 from agc_cli.models.dmon import DMoN
 from agc_cli.models.gae import GAE
+from agc_cli.models.propagation import SGC, SSGC
+from agc_cli.models.s2cag import MS2CAG, S2CAG
 
-MODELS: dict[str, type[ClusteringModel]] = {cls.name: cls for cls in (DGI, GAE, CCASSG, DMoN)}
+MODELS: dict[str, type[ClusteringModel]] = {
+    cls.name: cls for cls in (DGI, GAE, CCASSG, DMoN, SGC, SSGC, S2CAG, MS2CAG)
+}
 
 
 def get_model_class(name: str) -> type[ClusteringModel]:

@@ -53,6 +53,36 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "epochs": 300,
         }
     },
+    "magi": {
+        "default": {
+            "gnn_type": "gcn",
+            "hidden_channels": 512,
+            "num_layers": 1,
+            "dropout": 0.1,
+            "lr": 5e-4,
+            "weight_decay": 1e-3,
+            "epochs": 300,
+            "tau": 0.3,
+            "num_walks": 100,
+            "walk_length": 2,
+            "normalize_embeddings": True,
+        },
+    },
+    "daegc": {
+        "default": {
+            "gnn_type": "gat",
+            "hidden_channels": 64,
+            "num_layers": 2,
+            "heads": 4,
+            "activation": "elu",
+            "lr": 5e-3,
+            "epochs": 300,
+            "pretrain_epochs": 200,
+            "update_interval": 5,
+            "gamma": 10.0,
+            "normalize_embeddings": True,
+        },
+    },
     # Non-parametric: num_layers is the number of propagation steps K.
     "sgc": {
         "default": {

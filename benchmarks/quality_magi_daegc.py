@@ -33,41 +33,12 @@ from agc_cli.settings import Settings
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REFERENCE_NMI = {"magi": 58.94, "daegc": 46.88}
 MODELS: dict[str, type[ClusteringModel]] = {"magi": MAGI, "daegc": DAEGC}
+
+
 # The proposed presets, used until agc_cli/presets.py has entries for these models.
-PROPOSED = {
-    "magi": {
-        "gnn_type": "gcn",
-        "hidden_channels": 512,
-        "num_layers": 1,
-        "dropout": 0.1,
-        "activation": "prelu",
-        "lr": 5e-4,
-        "weight_decay": 1e-3,
-        "epochs": 200,
-        "tau": 0.3,
-        "num_walks": 100,
-        "walk_length": 2,
-        "normalize_embeddings": True,
-    },
-    "daegc": {
-        "gnn_type": "gat",
-        "hidden_channels": 64,
-        "num_layers": 2,
-        "heads": 4,
-        "activation": "elu",
-        "lr": 5e-3,
-        "epochs": 300,
-        "pretrain_epochs": 200,
-        "update_interval": 5,
-        "gamma": 10.0,
-        "normalize_embeddings": True,
-    },
-}
-
-
 def run(name: str, seed: int, graph: Graph, overrides: dict[str, str]) -> tuple[float, float]:
     """Train one model; return (NMI x 100, training seconds)."""
-    preset = model_preset(name, "Cora") or PROPOSED[name]
+    preset = model_preset(name, "Cora")
     settings = Settings(**{**preset, **overrides, "model": name, "seed": seed, "mini_batch": False})
     torch.manual_seed(seed)
     model = MODELS[name].from_settings(

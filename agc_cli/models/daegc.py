@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agc_cli.cluster import kmeans
+from agc_cli.data.graph import Graph
 from agc_cli.errors import UsageError
 from agc_cli.models import rng
 from agc_cli.models.base import ClusteringModel, LossOutput
@@ -122,7 +123,7 @@ class DAEGC(ClusteringModel):
         """Soft cluster assignments ``Q`` of the batch's seeds."""
         return soft_assignment(self.embed(batch), self.centres)
 
-    def begin_epoch(self, epoch: int, graph: Any) -> None:
+    def begin_epoch(self, epoch: int, graph: Graph) -> None:
         """Switch to joint training once ``pretrain_epochs`` epochs are done."""
         if self.phase == PRETRAIN and epoch >= self.pretrain_epochs:
             self.phase = JOINT_INIT
@@ -135,9 +136,7 @@ class DAEGC(ClusteringModel):
         if self.phase == JOINT_INIT:
             self._init_centres(z.detach())
         training = self.training and torch.is_grad_enabled()
-        # Steps 0, update_interval, 2 update_interval, ... refresh; so does a first evaluation
-        # before any training step, which has no target to compare with otherwise.
-        if self._target_weights is None or (training and self.step % self.update_interval == 0):
+        if training and self.step % self.update_interval == 0:
             self._refresh_target()
         p = self.target_distribution(batch)
         q = soft_assignment(z, self.centres)
@@ -150,7 +149,13 @@ class DAEGC(ClusteringModel):
         )
 
     def target_distribution(self, batch: GraphBatch) -> Tensor:
-        """``P`` of the batch's seeds under the weights of the last refresh."""
+        """``P`` of the batch's seeds under the weights of the last refresh.
+
+        Before the first refresh (an evaluation ahead of any joint training step) the current
+        weights are the refresh.
+        """
+        if self._target_weights is None:
+            self._refresh_target()
         if batch.is_full and self._full_target is not None:
             return self._full_target.to(batch.device)
         weights = {k: v.to(batch.device) for k, v in self._target_weights.items()}
@@ -194,10 +199,8 @@ class DAEGC(ClusteringModel):
 
 def soft_assignment(z: Tensor, centres: Tensor) -> Tensor:
     """Student's t kernel (one degree of freedom) between rows and centres, row-normalised."""
-    distance = (
-        z.pow(2).sum(-1, keepdim=True) + centres.pow(2).sum(-1) - 2 * z @ centres.T
-    ).clamp(min=0)
-    q = 1.0 / (1.0 + distance)
+    distance = z.pow(2).sum(-1, keepdim=True) + centres.pow(2).sum(-1) - 2 * z @ centres.T
+    q = 1.0 / (1.0 + distance.clamp(min=0))
     return q / q.sum(dim=1, keepdim=True)
 
 

@@ -39,7 +39,9 @@ def test_defaults_apply_when_nothing_is_set():
 
 
 def test_model_preset_sits_between_yaml_and_defaults(tmp_path):
-    assert load_settings({"model": "dgi"}).hidden_channels == 512  # DGI preset
+    assert load_settings({"model": "dgi", "dataset": "Cora"}).hidden_channels == 512  # preset
+    # a dataset entry of the preset overrides its default entry
+    assert load_settings({"model": "dgi", "dataset": "sbm-small"}).hidden_channels == 256
     cfg = write(tmp_path, "model: dgi\nhidden_channels: 64\n")
     assert load_settings(config=cfg).hidden_channels == 64
 

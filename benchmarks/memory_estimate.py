@@ -62,7 +62,8 @@ def main() -> None:
     key = "full_batch_train" if a.mode == "full" else "mini_batch_train"
     predicted = est[key].total
     if device.type == "cpu":
-        predicted += est[key].host_total if a.mode == "mini" else 0
+        # On a CPU the device is the host: the graph itself is resident too.
+        predicted += est["mini_batch_train"].host_total
     session = open_session(settings, graph)
     with MemoryMonitor(device) as mon:
         train(session, None)

@@ -24,9 +24,25 @@ def measure(*args: str) -> dict:
     "args",
     [
         ("--mode", "full", "--nodes", "40000", "--hidden", "256"),
+        (
+            "--mode",
+            "full",
+            "--nodes",
+            "20000",
+            "--degree",
+            "200",
+            "--hidden",
+            "64",
+            "--layers",
+            "1",
+            "--features",
+            "32",
+            "--fan-out",
+            "10",
+        ),
         ("--mode", "mini", "--nodes", "60000", "--batch-size", "4096", "--fan-out", "10,10"),
     ],
-    ids=["full-batch", "mini-batch"],
+    ids=["full-batch", "full-batch-edge-heavy", "mini-batch"],
 )
 def test_estimate_within_factor_1_5_of_measured_peak(args):
     out = measure(*args)

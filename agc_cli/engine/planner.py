@@ -28,6 +28,8 @@ USABLE_FRACTION = 0.85
 TRAIN_TENSORS_PER_LAYER = 4.0
 INFER_TENSORS = 3.0  # layer input, transformed, output (no autograd)
 ADJ_BYTES_PER_EDGE = 12  # int64 column index + fp32 value
+EDGE_INDEX_BYTES = 16  # int64 [2, E]
+BUILD_BYTES_PER_EDGE = 40  # transients while building the adjacency and its backward (measured)
 # Extra passes over the encoder activations per method (DGI: clean + corrupted, CCASSG: two
 # views); methods not listed run one pass.
 ACTIVATION_PASSES = {"dgi": 2.0, "ccassg": 2.0, "magi": 1.0, "gae": 1.0, "dmon": 1.0, "daegc": 1.0}
@@ -193,10 +195,10 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
         return int(total * (passes if train else 1))
 
     def adjacency(edges: int, train: bool) -> int:
-        base = edges * ADJ_BYTES_PER_EDGE
-        if gnn == "gat":
-            base = edges * 16  # edge_index int64
-        return int(base * (2 if train else 1))
+        # The batch keeps its int64 edge_index; the normalised adjacency (plus its transpose
+        # for the backward pass) is built from it through int64 temporaries of the same size.
+        base = edges * (EDGE_INDEX_BYTES + ADJ_BYTES_PER_EDGE * (2 if train else 1))
+        return int(base + edges * BUILD_BYTES_PER_EDGE)
 
     def model_extra(rows: int, train: bool) -> dict[str, int]:
         if model == "gae" and train:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from agc_cli.cli.app import app
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-COMMANDS = ["", "stats", "train", "infer", "cluster", "run", "resume", "profile"]
+COMMANDS = ["", "stats", "train", "infer", "cluster", "run", "resume", "profile", "convert"]
 
 
 def help_text(command: str) -> str:

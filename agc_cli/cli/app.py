@@ -8,7 +8,7 @@ import sys
 import typer
 
 from agc_cli import __version__
-from agc_cli.cli import cluster, infer, profile, resume, run, stats, train
+from agc_cli.cli import cluster, convert, infer, profile, resume, run, stats, train
 from agc_cli.cli.render import err_console
 from agc_cli.errors import AgcError, SettingsError
 
@@ -26,6 +26,7 @@ app.command("cluster")(cluster.cluster)
 app.command("run")(run.run)
 app.command("resume")(resume.resume)
 app.command("profile")(profile.profile)
+app.command("convert")(convert.convert)
 
 
 def _version(value: bool) -> None:

@@ -22,7 +22,7 @@ _AUTO_LOAD_NODES = 1_000_000
 
 def stats(
     dataset: Annotated[
-        str | None, typer.Argument(help="Catalog name, synthetic preset or path.")
+        str | None, typer.Argument(help="Catalog name, synthetic preset, path or store.")
     ] = None,
     load: Annotated[
         bool, typer.Option("--load", help="Load (or download) the data for detailed statistics.")
@@ -116,7 +116,9 @@ def _render(info: GraphInfo, statistics: dict | None, plan, settings) -> None:
         ("features", f"{info.features:,}"),
         ("classes", info.classes if info.classes is not None else "-"),
     ]
-    if statistics is None:
+    if statistics is None and info.source == "store":
+        rows.append(("detail", "the store's meta.json; --load for detailed statistics"))
+    elif statistics is None:
         where = "on disk" if info.available else "not on disk"
         rows.append(("detail", f"catalog metadata ({where}); --load for detailed statistics"))
     else:

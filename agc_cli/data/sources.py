@@ -6,8 +6,9 @@ import hashlib
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from agc_cli.data import catalog, synthetic
+from agc_cli.data import catalog, store, synthetic
 from agc_cli.data.cache import load_cached_graph, save_graph
 from agc_cli.data.files import is_user_graph, load_user_graph
 from agc_cli.data.graph import Graph
@@ -20,7 +21,7 @@ class GraphInfo:
     """Sizes known before loading (catalog metadata, synthetic spec) or read off a graph."""
 
     name: str
-    source: str  # "catalog" | "synthetic" | "file"
+    source: str  # "catalog" | "synthetic" | "file" | "store"
     nodes: int
     edges: int
     features: int
@@ -34,7 +35,14 @@ class GraphInfo:
 
 
 def describe_source(dataset: str, root: Path) -> GraphInfo:
-    """What is known about ``dataset`` without loading it."""
+    """What is known about ``dataset`` without loading it (a store: its ``meta.json``)."""
+    if store.is_store(dataset):
+        meta = store.read_meta(dataset)
+        # Named by its path, so a recommendation's `dataset` points at the store.
+        return GraphInfo(
+            dataset, "store", meta["nodes"], meta["edges"], meta["features"],
+            meta["classes"], meta["feature_density"], labeled_nodes=meta["labeled_nodes"],
+        )  # fmt: skip
     entry = catalog.lookup(dataset)
     if entry is not None:
         return GraphInfo(
@@ -64,22 +72,48 @@ def info_of(graph: Graph, source: str) -> GraphInfo:
     )  # fmt: skip
 
 
-def load_graph(dataset: str, root: Path, cache_dir: Path, labeled_only: bool = False) -> Graph:
-    """Load ``dataset``: a catalog name, a synthetic preset/spec, or a path to user files.
+def load_graph(
+    dataset: str,
+    root: Path,
+    cache_dir: Path,
+    labeled_only: bool = False,
+    storage: str = "memory",
+) -> Graph:
+    """Load ``dataset``: a catalog name, a synthetic preset/spec, a path to user files, or a
+    store directory written by ``agc convert`` (memory-mapped, see :mod:`agc_cli.data.store`).
 
     Catalog and synthetic graphs are cached under ``cache_dir`` (None: no cache), so the second
-    load is a file read; ``root`` is only ever read unless raw files must be downloaded.
+    load is a file read; ``root`` is only ever read unless raw files must be downloaded. With
+    ``storage="disk"`` they are converted once into a store under ``cache_dir/stores`` and
+    memory-mapped from there.
     """
     cache_dir = Path(cache_dir)
+    if store.is_store(dataset):
+        if labeled_only:
+            raise UsageError(
+                f"labeled_only: {dataset} is an on-disk store; convert the labeled subgraph "
+                "with `agc convert --labeled-only` instead"
+            )
+        return store.open_store(dataset)
     entry = catalog.lookup(dataset)
     spec = synthetic.parse_synthetic(dataset) if entry is None else None
     if entry is None and spec is None:
         path = Path(dataset).expanduser()
-        if is_user_graph(path):
-            return load_user_graph(path)
-        raise _unknown_dataset(dataset)
+        if not is_user_graph(path):
+            raise _unknown_dataset(dataset)
+        if storage == "disk":
+            raise UsageError(
+                f"storage disk: convert {dataset} once with `agc convert {dataset} OUT_DIR` "
+                "and use --dataset OUT_DIR"
+            )
+        return load_user_graph(path)
     identity = entry.name if entry else f"{spec.name}:{synthetic.spec_key(spec)}"
     key = _cache_key(identity, labeled_only)
+    if storage == "disk":
+        directory = cache_dir / "stores" / f"{key}-v{store.VERSION}"
+        if not store.is_store(directory):
+            convert_dataset(dataset, directory, root, cache_dir, labeled_only, force=True)
+        return store.open_store(directory)
     cache_file = cache_dir / "graphs" / f"{key}.pt"
     cached = load_cached_graph(cache_file)
     if cached is not None:
@@ -92,12 +126,61 @@ def load_graph(dataset: str, root: Path, cache_dir: Path, labeled_only: bool = F
     return graph
 
 
+def convert_dataset(
+    dataset: str,
+    out_dir: Path,
+    root: Path,
+    cache_dir: Path,
+    labeled_only: bool = False,
+    dtype: str = "float32",
+    force: bool = False,
+    report: store.Report | None = None,
+) -> dict[str, Any]:
+    """Write ``dataset`` (any source :func:`load_graph` reads) as a store in ``out_dir``.
+
+    Synthetic graphs are generated straight into the files, so they may exceed RAM; other
+    sources are loaded first, then copied chunk by chunk.
+
+    Returns:
+        The store's ``meta.json`` content.
+
+    Raises:
+        UsageError: ``out_dir`` is refused (checked before any loading), or a bad ``dtype``.
+    """
+    out_dir = Path(out_dir).expanduser()
+    store.check_target(out_dir, force)
+    from_store = store.is_store(dataset)
+    entry = None if from_store else catalog.lookup(dataset)
+    spec = None if from_store or entry is not None else synthetic.parse_synthetic(dataset)
+    source: dict[str, Any] = {"dataset": dataset}
+    if spec is not None:
+        source.update(kind="synthetic", spec=synthetic.spec_key(spec))
+        return store.write_synthetic(
+            spec, out_dir, dtype=dtype, force=force, source=source, report=report
+        )
+    graph = load_graph(dataset, root, cache_dir, labeled_only)
+    normalization = "none"
+    if isinstance(graph, store.StoredGraph):
+        source.update(kind="store", source=graph.meta["source"])
+        normalization = graph.meta["feature_normalization"]
+    elif entry is not None:
+        source.update(kind="catalog", labeled_only=bool(labeled_only))
+        normalization = "row-sum" if entry.bag_of_words else "none"
+    else:
+        source.update(kind="file", path=str(Path(dataset).expanduser().resolve()))
+    return store.write_graph(
+        graph, out_dir, dtype=dtype, force=force, source=source, normalization=normalization,
+        report=report,
+    )  # fmt: skip
+
+
 def _unknown_dataset(dataset: str) -> UsageError:
     names = ", ".join(e.name for e in catalog.CATALOG.values())
     presets = ", ".join(synthetic.PRESETS)
     return UsageError(
         f"unknown dataset {dataset!r}: use a catalog name ({names}), a synthetic preset "
-        f"({presets}, or sbm:nodes=...,clusters=...) or a path to a .npz/.csv/directory"
+        f"({presets}, or sbm:nodes=...,clusters=...), a path to a .npz/.csv/directory or "
+        "a store directory written by `agc convert`"
     )
 
 

@@ -29,11 +29,13 @@ sorted CSC form :func:`agc_cli.data.graph.to_csc` produces. Generation is determ
 incoming edges are sorted and kept as int32 sources grouped by cluster, then copied into the
 final ``row`` in node-id order, so the peak memory stays close to the final graph's size
 (``sbm-reddit``: 1.48 GB final, peak RSS about 1.3x that including torch itself; see
-``benchmarks/bench_synthetic.py``).
+``benchmarks/bench_synthetic.py``). :func:`build` writes the same graph into arrays the caller
+provides: the on-disk store passes memory-mapped files, so graphs larger than RAM can be made.
 
-Presets (:data:`PRESETS`): ``sbm-small`` (the default dataset: 9,600 nodes — full-batch by the < 10K rule — raw features alone do
-not cluster but graph-smoothed ones do), ``sbm-reddit`` and ``sbm-products`` (the sizes of
-Reddit and ogbn-products). :func:`parse_synthetic` reads these names and spec strings.
+Presets (:data:`PRESETS`): ``sbm-small`` (the default dataset: 9,600 nodes — full-batch by the
+< 10K rule — raw features alone do not cluster but graph-smoothed ones do), ``sbm-reddit`` and
+``sbm-products`` (the sizes of Reddit and ogbn-products). :func:`parse_synthetic` reads these
+names and spec strings.
 """
 
 from __future__ import annotations
@@ -304,6 +306,30 @@ def generate(spec: SyntheticSpec) -> Graph:
         DataError: duplicate rejection did not reach the requested edge count (only for
             extreme ``skew`` with a dense cluster).
     """
+    arrays = build(spec, _allocate_in_memory)
+    return Graph(
+        spec.name, arrays["colptr"], arrays["row"], arrays["x"], arrays["y"], {}, spec.clusters
+    )
+
+
+def build(spec: SyntheticSpec, allocate: Allocate) -> dict[str, Tensor]:
+    """Generate ``spec``'s graph into arrays that ``allocate`` provides (in memory or on disk).
+
+    ``allocate(name, shape, dtype)`` is called, in this order, for ``"y"`` (int64 ``[N]``),
+    ``"grouped"`` (int32 ``[E]``, scratch: every edge's source grouped by target, dropped once
+    ``row`` is written), ``"colptr"`` (int64 ``[N + 1]``), ``"row"`` (int64 ``[E]``) and
+    ``"x"`` (float32 ``[N, F]``). It may return another dtype for ``row`` (int32) or ``x``
+    (float16): values are cast as they are written. Writes go chunk by chunk in index order,
+    so memory-mapped files (``np.lib.format.open_memmap``) work as well as tensors; what stays
+    in memory besides them is O(N) index arrays, the cross-cluster edge keys and one cluster's
+    edges at a time (plus the propensity table, 32 int32 slots per node, when ``skew > 0``).
+
+    Returns:
+        ``colptr``, ``row``, ``x`` and ``y``, exactly as :func:`generate` builds them.
+
+    Raises:
+        DataError: as :func:`generate`.
+    """
     n = spec.nodes
     sizes = _cluster_sizes(n, spec.clusters)
     offsets = _exclusive_cumsum(sizes)
@@ -312,7 +338,7 @@ def generate(spec: SyntheticSpec) -> Graph:
     # "Internal" ids number the nodes cluster by cluster (ascending node id within a cluster),
     # so each cluster is a contiguous range: order[internal] is the node id.
     labels = _generator(spec.seed, _LABELS)
-    y = torch.empty(n, dtype=torch.long)
+    y = allocate("y", (n,), torch.long)
     y[torch.randperm(n, generator=labels)] = torch.repeat_interleave(
         torch.arange(spec.clusters), sizes
     )
@@ -320,12 +346,23 @@ def generate(spec: SyntheticSpec) -> Graph:
 
     table = _propensity_table(spec, _generator(spec.seed, _PROPENSITY))
     cross = _cross_cluster_sources(spec, sizes, table, order, cross_total)
-    grouped, degree = _group_by_target(spec, sizes, offsets, within, table, order, cross)
+    grouped = allocate("grouped", (2 * int(within.sum()) + cross.numel(),), torch.int32)
+    degree = _group_by_target(spec, sizes, offsets, within, table, order, cross, grouped)
     del cross, table
-    colptr, row = _scatter_to_node_order(grouped, degree, order)
+    colptr = allocate("colptr", (n + 1,), torch.long)
+    row = allocate("row", (grouped.numel(),), torch.long)
+    _scatter_to_node_order(grouped, degree, order, colptr, row)
     del grouped
-    x = _features(spec, y)
-    return Graph(spec.name, colptr, row, x, y, {}, spec.clusters)
+    x = allocate("x", (n, spec.features), torch.float32)
+    _features(spec, y, x)
+    return {"colptr": colptr, "row": row, "x": x, "y": y}
+
+
+Allocate = Callable[[str, tuple[int, ...], torch.dtype], Tensor]
+
+
+def _allocate_in_memory(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    return torch.empty(shape, dtype=dtype)
 
 
 def _parse_number(text: str, integer: bool) -> int | float | None:
@@ -479,15 +516,15 @@ def _group_by_target(
     table: Tensor | None,
     order: Tensor,
     cross: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """Every edge's source node (int32), grouped by target in internal order, sorted per target.
+    grouped: Tensor,
+) -> Tensor:
+    """Write every edge's source node into ``grouped`` (int32 ``[E]``), grouped by target in
+    internal order and sorted per target.
 
     Returns:
-        ``grouped`` [E] and the degree of each internal id.
+        The degree of each internal id.
     """
     n = spec.nodes
-    num_edges = 2 * int(within.sum()) + cross.numel()
-    grouped = torch.empty(num_edges, dtype=torch.int32)
     degree = torch.empty(n, dtype=torch.long)
     # Where each cluster's slots start in the table: its nodes' slots are contiguous.
     table_bounds = None
@@ -515,7 +552,7 @@ def _group_by_target(
         grouped[position:end] = incoming % n
         degree[start : start + size] = torch.bincount(incoming // n, minlength=size)
         position = end
-    return grouped, degree
+    return degree
 
 
 def _within_cluster_pairs(
@@ -539,40 +576,47 @@ def _within_cluster_pairs(
     return _distinct_pairs(draw, target, _first_draws(target, pairs, collision, 1 - self_loop), gen)
 
 
-def _scatter_to_node_order(grouped: Tensor, degree: Tensor, order: Tensor) -> tuple[Tensor, Tensor]:
-    """CSC ``(colptr, row)`` in node-id order from sources grouped by internal target."""
+def _scatter_to_node_order(
+    grouped: Tensor, degree: Tensor, order: Tensor, colptr: Tensor, row: Tensor
+) -> None:
+    """Write CSC ``colptr`` ``[N + 1]`` and ``row`` ``[E]`` in node-id order from sources
+    grouped by internal target."""
     n = order.numel()
     node_degree = torch.empty_like(degree)
     node_degree[order] = degree
     grouped_start = torch.empty_like(degree)
     grouped_start[order] = _exclusive_cumsum(degree)
-    colptr = torch.zeros(n + 1, dtype=torch.long)
+    colptr[0] = 0
     torch.cumsum(node_degree, 0, out=colptr[1:])
     # Per column, how far its sources sit in `grouped` from where they go in `row`.
     shift = grouped_start - colptr[:-1]
     del grouped_start
-    row = torch.empty(grouped.numel(), dtype=torch.long)
     step = max(1, _CHUNK * n // max(grouped.numel(), 1))
     for a in range(0, n, step):
         b = min(n, a + step)
         lo, hi = int(colptr[a]), int(colptr[b])
         source = torch.arange(lo, hi) + torch.repeat_interleave(shift[a:b], node_degree[a:b])
         row[lo:hi] = grouped[source]
-    return colptr, row
 
 
-def _features(spec: SyntheticSpec, y: Tensor) -> Tensor:
-    """Float32 features: ``snr`` times the cluster's unit centre, plus standard Gaussian noise."""
+def _features(spec: SyntheticSpec, y: Tensor, x: Tensor) -> None:
+    """Write ``x`` ``[N, F]``: ``snr`` times the cluster's unit centre, plus standard Gaussian
+    noise, drawn in float32 whatever ``x``'s dtype."""
     gen = _generator(spec.seed, _FEATURES)
     centres = torch.randn(spec.clusters, spec.features, generator=gen)
     centres *= spec.snr / centres.norm(dim=1, keepdim=True)
-    x = torch.empty(spec.nodes, spec.features)
     step = max(1, _CHUNK // spec.features)
+    # Other dtypes (float16 on disk) go through a float32 chunk, so the values are the float32
+    # graph's, rounded.
+    direct = x.dtype == torch.float32
+    scratch = None if direct else torch.empty(min(step, spec.nodes), spec.features)
     for a in range(0, spec.nodes, step):
         b = min(spec.nodes, a + step)
-        torch.randn(b - a, spec.features, generator=gen, out=x[a:b])
-        x[a:b] += centres[y[a:b]]
-    return x
+        chunk = x[a:b] if direct else scratch[: b - a]
+        torch.randn(b - a, spec.features, generator=gen, out=chunk)
+        chunk += centres[y[a:b]]
+        if not direct:
+            x[a:b] = chunk
 
 
 # Bump when generate() changes its output, so cached graphs are rebuilt.

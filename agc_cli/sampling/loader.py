@@ -21,6 +21,7 @@ from torch_geometric.loader.utils import index_select
 from torch_geometric.sampler import BaseSampler
 
 from agc_cli.data.graph import Graph
+from agc_cli.data.store import StoredGraph
 from agc_cli.errors import UsageError
 from agc_cli.sampling.neighbor import (
     CSCTopology,
@@ -37,7 +38,8 @@ GraphSource = Graph | tuple[FeatureStore, GraphStore]
 class GraphFeatureStore(FeatureStore):
     """Read-only PyG ``FeatureStore`` over a :class:`Graph`'s ``x`` (and ``y``).
 
-    Rows come out dense: sparse CSR features are gathered with :meth:`Graph.feature_rows`.
+    Rows come out dense: sparse CSR features, and the rows of an on-disk store (read in file
+    order, float32 whatever the stored dtype), are gathered with :meth:`Graph.feature_rows`.
     """
 
     def __init__(self, graph: Graph):
@@ -64,7 +66,7 @@ class GraphFeatureStore(FeatureStore):
         index = torch.as_tensor(index, dtype=torch.long)
         if attr.attr_name == "x":
             index = index.to(self.graph.x.device)
-            if self.graph.sparse_features:
+            if self.graph.sparse_features or isinstance(self.graph, StoredGraph):
                 return self.graph.feature_rows(index)
             # PyG's gather writes into shared memory inside a DataLoader worker, sparing the
             # copy the worker would otherwise make to send the batch.

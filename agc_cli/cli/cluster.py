@@ -84,7 +84,10 @@ def cluster(
     if projection not in ("pca", "tsne"):
         raise UsageError(f"--projection: expected pca or tsne, got {projection!r}")
     emb, ids = read_embeddings(emb_path)
-    graph = load_graph(settings.dataset, settings.root, settings.cache_dir, settings.labeled_only)
+    graph = load_graph(
+        settings.dataset, settings.root, settings.cache_dir, settings.labeled_only,
+        settings.storage,
+    )  # fmt: skip
     if int(ids.max()) >= graph.num_nodes:
         raise DataError(f"{emb_path}: node ids exceed {graph.name}'s {graph.num_nodes} nodes")
     result = cluster_and_report(emb, ids, graph, settings, structure, quiet=json_out)

@@ -241,10 +241,11 @@ def layerwise(
             position[local] = -1
             block = Block(edge_index, dst.numel(), degree[local].to(device), counts.to(device))
             if i == 0:
+                # feature_rows: positioned reads for on-disk stores, float32 whatever is stored.
                 x_src = (
                     x_sparse.rows(local).to(device)
                     if x_sparse is not None
-                    else graph.x.index_select(0, local).to(device)
+                    else graph.feature_rows(local).float().to(device)
                 )
             else:
                 position[prev_ids] = torch.arange(prev_ids.numel())

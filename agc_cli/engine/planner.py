@@ -319,9 +319,14 @@ def recommend(info: GraphInfo, settings: Settings, device: Device) -> Plan:
     host_need = est["mini_batch_train"].host_total
     if host_need > device.host_free_bytes * USABLE_FRACTION:
         storage = "disk"
+        how = (
+            "it is already an on-disk store"
+            if info.source == "store"
+            else "convert once with `agc convert`"
+        )
         reasons.append(
             f"storage disk: features + topology need {fmt_bytes(host_need)} > free RAM "
-            f"{fmt_bytes(device.host_free_bytes)}; convert once with `agc convert`"
+            f"{fmt_bytes(device.host_free_bytes)}; {how}"
         )
     if device.kind == "cuda" and device.count > 1:
         reasons.append(

@@ -88,8 +88,9 @@ def open_session(settings: Settings, graph: Graph | None = None) -> Session:
     device = resolve_device(settings.device)
     if graph is None:
         graph = load_graph(
-            settings.dataset, settings.root, settings.cache_dir, settings.labeled_only
-        )
+            settings.dataset, settings.root, settings.cache_dir, settings.labeled_only,
+            settings.storage,
+        )  # fmt: skip
     mini_batch, reason = resolve_mode(settings, graph, device)
     settings = settings.model_copy(update={"mini_batch": mini_batch})
     seed_everything(settings.seed)
@@ -124,7 +125,10 @@ def load_trained(
     from agc_cli.settings import load_settings
 
     settings = load_settings(run.read_settings())
-    graph = load_graph(settings.dataset, settings.root, settings.cache_dir, settings.labeled_only)
+    graph = load_graph(
+        settings.dataset, settings.root, settings.cache_dir, settings.labeled_only,
+        settings.storage,
+    )  # fmt: skip
     seed_everything(settings.seed)
     model = get_model_class(settings.model).from_settings(
         graph.num_features, graph.num_nodes, graph.num_classes, settings

@@ -69,16 +69,11 @@ def cluster_embeddings(
     k = n_clusters or (graph.num_classes if graph is not None else None)
     if not k:
         raise UsageError("n_clusters: unknown; the dataset has no labels, pass --n-clusters")
-    y = colptr = row = None
-    full = graph is not None and node_ids is None or (
-        graph is not None and node_ids is not None and node_ids.numel() == graph.num_nodes
-        and torch.equal(node_ids, torch.arange(graph.num_nodes))
-    )  # fmt: skip
-    if graph is not None:
-        if graph.y is not None:
-            y = graph.y if full else graph.y[node_ids]
-        if structure and full:
-            colptr, row = graph.colptr, graph.row
+    # Metrics run on full-length arrays; a node subset is a mask (label metrics on its nodes,
+    # structure metrics on the subgraph it induces), which `evaluate` supports itself.
+    y = graph.y if graph is not None else None
+    colptr, row = (graph.colptr, graph.row) if graph is not None and structure else (None, None)
+    subset = graph is not None and node_ids is not None
     results: list[ClusterRun] = []
     best: tuple[float, Tensor] | None = None
     for i in range(runs):
@@ -86,9 +81,10 @@ def cluster_embeddings(
         res = kmeans(
             embeddings, k, seed=seed + i, backend=backend, normalize=normalize, device=device
         )
-        if structure and graph is not None and not full:
-            metrics = evaluate(res.labels, y)
-            metrics.update(_subset_structure(graph, node_ids, res.labels))
+        if subset:
+            pred = torch.zeros(graph.num_nodes, dtype=torch.long)
+            pred[node_ids] = res.labels
+            metrics = evaluate(pred, y, colptr, row, mask=node_ids)
         else:
             metrics = evaluate(res.labels, y, colptr, row)
         run = ClusterRun(seed + i, metrics, res.inertia, time.perf_counter() - t0, res.backend)
@@ -98,14 +94,3 @@ def cluster_embeddings(
         if report is not None:
             report(i, run)
     return ClusteringResult(best[1], results, k, summarize(results))
-
-
-def _subset_structure(graph: Graph, node_ids: Tensor, labels: Tensor) -> dict[str, float]:
-    """Structure metrics on the subgraph induced by ``node_ids``."""
-    from agc_cli.cluster import structure_metrics
-
-    pred = torch.zeros(graph.num_nodes, dtype=torch.long)
-    pred[node_ids] = labels
-    mask = torch.zeros(graph.num_nodes, dtype=torch.bool)
-    mask[node_ids] = True
-    return structure_metrics(pred, graph.colptr, graph.row, mask=mask)

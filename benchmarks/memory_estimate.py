@@ -7,7 +7,15 @@ Run in a fresh process so the peak belongs to this configuration alone:
 
 Prints the estimate, the measured peak above the baseline (RSS after imports, before the graph
 exists) and their ratio; ``--json`` prints the same as one JSON object (used by the tests).
-On a GPU the measured peak is ``torch.cuda.max_memory_allocated``.
+On a GPU the measured peak is ``torch.cuda.max_memory_allocated``; the script also reports
+``torch.cuda.max_memory_reserved`` and reserved / allocated (the caching allocator's headroom,
+to compare with the planner's ``CUDA_ALLOCATOR_HEADROOM``) and the device memory in use outside
+the allocator after the run (``mem_get_info`` total − free − reserved: the CUDA context and
+library workspaces, to compare with ``CUDA_CONTEXT_BYTES``). Run it on an otherwise idle GPU,
+since other processes' memory counts as outside the allocator too:
+
+    python benchmarks/memory_estimate.py --device cuda --mode full --nodes 20000 --degree 490 \
+        --features 602 --hidden 512 --layers 1 --fan-out 15 --epochs 1
 """
 
 from __future__ import annotations
@@ -23,7 +31,12 @@ import torch
 from agc_cli.data import synthetic
 from agc_cli.data.sources import info_of
 from agc_cli.engine.memory import MemoryMonitor
-from agc_cli.engine.planner import estimate, fmt_bytes
+from agc_cli.engine.planner import (
+    CUDA_ALLOCATOR_HEADROOM,
+    CUDA_CONTEXT_BYTES,
+    estimate,
+    fmt_bytes,
+)
 from agc_cli.engine.runtime import resolve_device
 from agc_cli.engine.session import open_session, train
 from agc_cli.settings import load_settings
@@ -67,8 +80,19 @@ def main() -> None:
     session = open_session(settings, graph)
     with MemoryMonitor(device) as mon:
         train(session, None)
+    cuda: dict[str, float] = {}
     if device.type == "cuda":
         measured = mon.peak.cuda_bytes
+        # The monitor reset the peak statistics on entry, so this is the run's peak too.
+        reserved = int(torch.cuda.max_memory_reserved(device))
+        free, total = torch.cuda.mem_get_info(device)
+        cuda = {
+            "max_reserved_bytes": reserved,
+            "reserved_over_allocated": reserved / max(measured, 1),
+            "outside_allocator_bytes": int(total - free - torch.cuda.memory_reserved(device)),
+            "assumed_headroom": CUDA_ALLOCATOR_HEADROOM,
+            "assumed_context_bytes": CUDA_CONTEXT_BYTES,
+        }
     else:
         peak = max(mon.peak.rss_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         measured = peak - baseline
@@ -79,6 +103,7 @@ def main() -> None:
         "measured_bytes": measured,
         "ratio": measured / predicted,
         "components": est[key].components,
+        **cuda,
     }
     if a.json:
         json.dump(out, sys.stdout)
@@ -90,6 +115,12 @@ def main() -> None:
     print(f"estimate total      {fmt_bytes(predicted)}")
     print(f"measured peak       {fmt_bytes(measured)} (above the baseline after imports)")
     print(f"measured / estimate {measured / predicted:.2f}")
+    if cuda:
+        headroom, context = cuda["reserved_over_allocated"], cuda["outside_allocator_bytes"]
+        print(f"max reserved        {fmt_bytes(cuda['max_reserved_bytes'])}")
+        print(f"reserved / allocated {headroom:.2f} (planner: {CUDA_ALLOCATOR_HEADROOM:.2f})")
+        print(f"outside allocator   {fmt_bytes(context)} (context + workspaces; planner: "
+              f"{fmt_bytes(CUDA_CONTEXT_BYTES)})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from agc_cli.data.sources import GraphInfo
+from agc_cli.data.sources import GraphInfo, describe_source
 from agc_cli.engine.planner import (
+    CUDA_ALLOCATOR_HEADROOM,
+    CUDA_CONTEXT_BYTES,
+    USABLE_FRACTION,
     Device,
     estimate,
     expected_sampled,
@@ -20,6 +23,10 @@ BIG_GPU = Device("cuda", "what-if GPU", 80 * 2**30, 80 * 2**30, 1 << 50, what_if
 
 def info(nodes: int, degree: float = 10.0, features: int = 64) -> GraphInfo:
     return GraphInfo("g", "synthetic", nodes, int(nodes * degree), features, 5)
+
+
+def what_if(gb: int) -> Device:
+    return Device("cuda", "what-if GPU", gb * 2**30, gb * 2**30, 1 << 50, what_if=True)
 
 
 @pytest.mark.parametrize(
@@ -123,3 +130,70 @@ def test_parse_and_format_sizes():
         with pytest.raises(ValueError):
             parse_size(bad)
     assert fmt_bytes(1536 * 2**20) == "1.5 GB"
+
+
+@pytest.mark.parametrize(("gb", "fits"), [(16, False), (32, True)])
+def test_reddit_full_batch_needs_mini_batch_on_a_16gb_gpu(tmp_path, gb, fits):
+    reddit = describe_source("Reddit", tmp_path)  # catalog metadata, nothing downloaded
+    assert reddit.source == "catalog"
+    plan = recommend(reddit, load_settings({"dataset": "Reddit"}), what_if(gb))
+    assert plan.fits("full_batch_train") is fits
+    needs = [r for r in plan.recommendation.reasons if r.startswith("full-batch training would")]
+    if fits:
+        assert needs == []
+    else:
+        (reason,) = needs
+        assert reason.endswith(": needs mini-batch")
+        total = fmt_bytes(plan.estimates["full_batch_train"].total)
+        assert f"need {total} > what-if GPU budget {fmt_bytes(plan.device.budget)}" in reason
+    rec = plan.recommendation.settings
+    assert rec["mini_batch"] is True and rec["batch_size"] == 2048 and rec["fan_out"] == [15]
+
+
+def test_budget_what_if_vs_detected_cuda_vs_cpu():
+    size = 16 * 2**30
+    gpu = what_if(16)
+    assert gpu.context_bytes == CUDA_CONTEXT_BYTES
+    assert gpu.allocator_headroom == CUDA_ALLOCATOR_HEADROOM
+    assert gpu.budget == int((size - CUDA_CONTEXT_BYTES) * USABLE_FRACTION / 1.10)
+    assert gpu.budget_derivation() == (
+        "12.0 GB = 85% of (16.0 GB − 512.0 MB CUDA context) ÷ 1.10 allocator headroom"
+    )
+    # A detected device's free memory already excludes the (stats process's) context.
+    free = 14 * 2**30
+    detected = Device("cuda", "H100", 16 * 2**30, free, 1 << 50)
+    assert detected.context_bytes == 0
+    assert detected.budget == int(free * USABLE_FRACTION / CUDA_ALLOCATOR_HEADROOM)
+    assert "context" not in detected.budget_derivation()
+    assert "÷ 1.10 allocator headroom" in detected.budget_derivation()
+    # CPU plans are unchanged: 85% of the free RAM.
+    cpu = Device("cpu", "CPU RAM", 64 * 2**30, free, free)
+    assert cpu.context_bytes == 0 and cpu.allocator_headroom == 1.0
+    assert cpu.budget == int(free * USABLE_FRACTION)
+    assert cpu.budget_derivation() == "11.9 GB = 85% of 14.0 GB free"
+    # Smaller than the context: nothing fits, nothing breaks.
+    assert Device("cuda", "what-if GPU", 2**20, 2**20, 1 << 50, what_if=True).budget == 0
+    report = gpu.as_dict()
+    assert report["context_bytes"] == CUDA_CONTEXT_BYTES
+    assert report["allocator_headroom"] == CUDA_ALLOCATOR_HEADROOM
+    assert report["usable_fraction"] == USABLE_FRACTION and report["budget"] == gpu.budget
+
+
+def test_fits_uses_the_cuda_budget():
+    g = info(50_000)
+    total = estimate(g, load_settings())["full_batch_train"].total
+    # Just above the estimate without the CUDA terms, below it with them.
+    free = int(total / USABLE_FRACTION) + 2**20
+    cpu = recommend(g, load_settings(), Device("cpu", "CPU RAM", free, free, 1 << 50))
+    gpu = recommend(g, load_settings(), Device("cuda", "gpu", free, free, 1 << 50))
+    assert cpu.fits("full_batch_train") and not gpu.fits("full_batch_train")
+
+
+@pytest.mark.parametrize(("count", "hint"), [(4, True), (1, False)])
+def test_multi_gpu_reason(count, hint):
+    gpus = Device("cuda", "gpu", 80 * 2**30, 80 * 2**30, 1 << 50, count=count)
+    reasons = recommend(info(50_000), load_settings(), gpus).recommendation.reasons
+    multi = [r for r in reasons if "--nproc-per-node" in r]
+    assert multi == (
+        ["4 GPUs visible: train data-parallel with --nproc-per-node 4"] if hint else []
+    )

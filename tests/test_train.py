@@ -134,6 +134,7 @@ def test_non_finite_loss_stops_before_the_step_with_exit_5(capsys, tmp_path, mon
 def test_divergence_raises_before_optimizer_step(monkeypatch):
     s = session()
     before = {k: p.detach().clone() for k, p in s.model.named_parameters()}
+
     def diverged(self, batch):
         return LossOutput(self.weight.sum() * float("inf"))
 

@@ -146,6 +146,15 @@ Json = Annotated[
 ]
 
 
+NprocPerNode = Annotated[
+    int,
+    typer.Option("--nproc-per-node", metavar="<int>",
+                 help="Data-parallel processes on this machine (torchrun's launcher; gloo on "
+                      "CPU, nccl on GPUs). Across machines launch `torchrun ... -m agc_cli "
+                      "train` instead.", rich_help_panel=TRAIN),
+]  # fmt: skip
+
+
 def settings_flags(values: dict[str, Any]) -> dict[str, Any]:
     """Keep only settings the user passed; ``--fan-out`` text is parsed by the settings."""
     return {k: v for k, v in values.items() if v is not None}

@@ -11,6 +11,14 @@ from rich.table import Table
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+_quiet = False
+
+
+def set_quiet(quiet: bool = True) -> None:
+    """Silence tables and notes (data-parallel ranks other than 0); errors still print."""
+    global _quiet
+    _quiet = quiet
+    console.quiet = quiet
 
 
 def decorated() -> bool:
@@ -25,6 +33,8 @@ def print_json(obj: Any) -> None:
 
 def key_values(title: str, rows: list[tuple[str, Any]]) -> None:
     """A two-column table on a terminal, ``key: value`` lines otherwise."""
+    if _quiet:
+        return
     if decorated():
         table = Table(title=title, show_header=False, title_justify="left")
         table.add_column(style="bold")
@@ -39,6 +49,8 @@ def key_values(title: str, rows: list[tuple[str, Any]]) -> None:
 
 
 def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
+    if _quiet:
+        return
     if decorated():
         t = Table(title=title, title_justify="left")
         for h in header:
@@ -55,4 +67,6 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
 
 def note(text: str) -> None:
     """A progress/info line on stderr (never mixed into stdout results)."""
+    if _quiet:
+        return
     err_console.print(text, markup=False, highlight=False)

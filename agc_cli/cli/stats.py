@@ -138,7 +138,7 @@ def _render(info: GraphInfo, statistics: dict | None, plan, settings) -> None:
 
     dev = plan.device
     dev_line = f"{dev.name} ({dev.kind}), free {fmt_bytes(dev.free_bytes)}"
-    dev_line += f", plan budget {fmt_bytes(dev.budget)}"
+    dev_line += f", plan budget {dev.budget_derivation()}"
     header = ["mode", "estimate", "fits " + ("what-if budget" if dev.what_if else dev.kind)]
     rows2 = []
     for key, est in plan.estimates.items():

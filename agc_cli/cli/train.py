@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
+
+import typer
+import yaml
 
 from agc_cli.cli import options as o
 from agc_cli.cli import render
 from agc_cli.cli.progress import RichProgress
+from agc_cli.engine import distributed
 from agc_cli.engine.memory import PeakMemory
 from agc_cli.engine.planner import fmt_bytes
 from agc_cli.engine.rundir import RunDir
 from agc_cli.engine.session import Session, open_session
 from agc_cli.engine.session import train as train_session
+from agc_cli.errors import UsageError
 from agc_cli.settings import Settings, load_settings
 
 
@@ -43,41 +50,78 @@ def train(
     run_dir: o.RunDir = None,
     save_every: o.SaveEvery = None,
     save_every_batch: o.SaveEveryBatch = None,
+    nproc_per_node: o.NprocPerNode = 1,
 ) -> None:
     """Train a self-supervised or clustering model; writes a run directory.
 
     Without --mini-batch/--full-batch the mode follows the `agc stats` recommendation.
+    With --nproc-per-node N (or under torchrun) training is data-parallel and mini-batch.
     """
-    flags = {k: v for k, v in locals().items() if k != "config"}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "nproc_per_node")}
     settings = load_settings(o.settings_flags(flags), config)
-    session, run = start_session(settings)
-    run_training(session, run)
+    if nproc_per_node < 1:
+        raise UsageError(f"nproc_per_node: expected >= 1, got {nproc_per_node}")
+    if nproc_per_node > 1 and not distributed.under_launcher():
+        raise typer.Exit(launch_training(settings, nproc_per_node))
+    try:
+        session, run = start_session(settings)
+        run_training(session, run)
+    finally:
+        distributed.shutdown()
 
 
-def start_session(settings: Settings) -> tuple[Session, RunDir]:
-    """Load data and build the model (reporting what was decided), then create the run dir."""
+def launch_training(settings: Settings, nproc: int) -> int:
+    """Start ``nproc`` processes running ``agc train`` with these resolved settings."""
+    run = RunDir.reserve(settings)
+    settings = settings.model_copy(update={"run_dir": str(run)})
+    render.note(f"starting {nproc} data-parallel processes (torchrun) into {run} ...")
+    with tempfile.TemporaryDirectory(prefix="agc-launch-") as tmp:
+        config = Path(tmp) / "settings.yaml"
+        config.write_text(yaml.safe_dump(settings.to_yaml_dict(), sort_keys=False))
+        return distributed.launch(nproc, ["train", "--config", str(config)])
+
+
+def start_session(settings: Settings) -> tuple[Session, RunDir | None]:
+    """Load data and build the model (reporting what was decided), then create the run dir.
+
+    In a data-parallel run, rank 0 alone creates the run directory and talks; the other ranks
+    get ``None`` (and fail with rank 0's error if it could not create one).
+    """
+    if distributed.DistContext.from_env().rank > 0:
+        render.set_quiet()
     render.note(f"loading {settings.dataset} ...")
     session = open_session(settings)
     if session.mode_reason:
-        render.note(f"mode: {session.mode} (from the stats recommendation: {session.mode_reason})")
-    run = RunDir.create(session.settings)
-    render.key_values("agc train", [*session.summary().items(), ("run dir", run.path)])
+        render.note(f"mode: {session.mode} ({session.mode_reason})")
+    run, error = None, None
+    if session.dist.is_main:
+        try:
+            run = RunDir.create(session.settings)
+        except UsageError as exc:
+            error = str(exc)
+    error = distributed.broadcast_object(error, session.dist)
+    if error is not None:
+        raise UsageError(error)
+    if run is not None:
+        render.key_values("agc train", [*session.summary().items(), ("run dir", run.path)])
     return session, run
 
 
-def run_training(session: Session, run: RunDir) -> Any:
-    progress = RichProgress()
+def run_training(session: Session, run: RunDir | None) -> Any:
+    progress = RichProgress() if session.dist.is_main else None
     try:
         _, result = train_session(session, run, progress)
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
     stop = " (early stop)" if result.stopped_early else ""
     render.note(
         f"Training completed in {result.seconds:.2f} s "
         f"(avg {result.ms_per_epoch:.1f} ms/epoch){stop}; final loss {result.loss:.4f}"
     )
     render.note(f"Peak memory: {peak_line(result.peak)}")
-    render.note(f"Run directory: {run.path}")
+    if run is not None:
+        render.note(f"Run directory: {run.path}")
     return result
 
 

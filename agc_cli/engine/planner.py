@@ -36,6 +36,22 @@ ACTIVATION_PASSES = {"dgi": 2.0, "ccassg": 2.0, "magi": 1.0, "gae": 1.0, "dmon":
 SMALL_GRAPH = 10_000  # rules of thumb from PyAGC's scalability guide
 LARGE_GRAPH = 1_000_000
 
+# Costs that exist only on a CUDA device, which the CPU calibration above cannot see.
+# ASSUMPTIONS from the PyTorch/CUDA documentation, NOT measured on a GPU (none was available
+# when they were set); calibrate them with ``benchmarks/memory_estimate.py --device cuda``,
+# which prints the memory outside the allocator (context) and max reserved / max allocated
+# (headroom).
+# - The CUDA context plus cuBLAS/cuSPARSE handles and workspaces live outside PyTorch's
+#   caching allocator (typically several hundred MB). A detected device's free memory, read by
+#   ``torch.cuda.mem_get_info`` after this process created its own context, already excludes
+#   it (approximating the training process's); a what-if ``--gpu-memory`` size is a card's
+#   total, so the context is subtracted from it.
+CUDA_CONTEXT_BYTES = 512 * 1024**2
+# - The caching allocator reserves more than it allocates (block rounding, fragmentation
+#   between differently sized large tensors): device-side estimates are multiplied by this
+#   factor, i.e. the CUDA budget (what-if and detected) is divided by it. CPU plans: 1.0.
+CUDA_ALLOCATOR_HEADROOM = 1.10
+
 
 @dataclass
 class MemoryEstimate:
@@ -59,7 +75,13 @@ class MemoryEstimate:
 
 @dataclass
 class Device:
-    """Where training runs and how much memory the plan may use there."""
+    """Where training runs and how much memory the plan may use there.
+
+    ``budget = USABLE_FRACTION × (free_bytes − context_bytes) ÷ allocator_headroom``.
+    ``context_bytes`` and ``allocator_headroom`` default from the kind: a what-if CUDA device
+    subtracts ``CUDA_CONTEXT_BYTES`` (a detected one's free memory already excludes the
+    context), every CUDA device divides by ``CUDA_ALLOCATOR_HEADROOM``; a CPU uses neither.
+    """
 
     kind: str  # "cuda" | "cpu"
     name: str
@@ -68,13 +90,38 @@ class Device:
     host_free_bytes: int
     what_if: bool = False
     count: int = 1
+    context_bytes: int | None = None
+    allocator_headroom: float | None = None
+
+    def __post_init__(self) -> None:
+        cuda = self.kind == "cuda"
+        if self.context_bytes is None:
+            self.context_bytes = CUDA_CONTEXT_BYTES if cuda and self.what_if else 0
+        if self.allocator_headroom is None:
+            self.allocator_headroom = CUDA_ALLOCATOR_HEADROOM if cuda else 1.0
 
     @property
     def budget(self) -> int:
-        return int(self.free_bytes * USABLE_FRACTION)
+        usable = max(self.free_bytes - self.context_bytes, 0) * USABLE_FRACTION
+        return int(usable / self.allocator_headroom)
+
+    def budget_derivation(self) -> str:
+        """``12.0 GB = 85% of (16.0 GB − 512.0 MB CUDA context) ÷ 1.10 allocator headroom``."""
+        free = f"{fmt_bytes(self.free_bytes)} free"
+        if self.context_bytes:
+            free = f"({fmt_bytes(self.free_bytes)} − {fmt_bytes(self.context_bytes)} CUDA context)"
+        text = f"{fmt_bytes(self.budget)} = {USABLE_FRACTION:.0%} of {free}"
+        if self.allocator_headroom != 1.0:
+            text += f" ÷ {self.allocator_headroom:.2f} allocator headroom"
+        return text
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "budget": self.budget}
+        return {
+            **asdict(self),
+            "usable_fraction": USABLE_FRACTION,
+            "budget": self.budget,
+            "budget_derivation": self.budget_derivation(),
+        }
 
 
 @dataclass

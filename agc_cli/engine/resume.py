@@ -90,13 +90,17 @@ def resume(
     except SettingsError as exc:
         raise CheckpointError(f"{path}: stored settings are invalid ({exc})") from None
     session = open_session(settings.model_copy(update={"mini_batch": state["mini_batch"]}))
-    trainer = Trainer(session.graph, session.model, session.settings, session.device, run)
+    trainer = Trainer(
+        session.graph, session.model, session.settings, session.device,
+        run if session.dist.is_main else None, dist=session.dist,
+    )  # fmt: skip
     try:
         trainer.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(
             f"{path}: weights do not fit the model ({' '.join(str(exc).split())[:160]})"
         ) from None
+    notes.extend(trainer.notes)
     if overrides.get("epochs") is not None and trainer.state.epoch >= settings.epochs:
         notes.append(f"already at epoch {trainer.state.epoch}: nothing left to train")
     return Resumed(session, trainer, path, notes)

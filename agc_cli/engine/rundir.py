@@ -29,6 +29,14 @@ class RunDir:
 
     @classmethod
     def create(cls, settings: Settings, base: Path = Path("runs")) -> RunDir:
+        run = cls(cls.reserve(settings, base))
+        run.write_settings(settings)
+        return run
+
+    @classmethod
+    def reserve(cls, settings: Settings, base: Path = Path("runs")) -> Path:
+        """Choose and make the run's folder (``settings.run_dir`` or a new timestamped one)
+        without writing into it; refuses a folder that already holds a run."""
         if settings.run_dir is not None:
             path = Path(settings.run_dir)
             if (path / SETTINGS_FILE).exists():
@@ -45,9 +53,7 @@ class RunDir:
                 suffix += 1
                 path = base / f"{name}-{settings.model}-{stamp}-{suffix}"
         path.mkdir(parents=True, exist_ok=True)
-        run = cls(path)
-        run.write_settings(settings)
-        return run
+        return path
 
     @classmethod
     def open(cls, path: Path) -> RunDir:

@@ -51,8 +51,14 @@ def make_grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.a
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
-def configure_threads(processes: int = 1) -> int:
-    """Use cores ÷ processes intra-op threads (at least one); returns the count."""
+def configure_threads(processes: int | None = None) -> int:
+    """Use cores ÷ processes intra-op threads (at least one); returns the count.
+
+    ``processes`` defaults to the processes torchrun started on this machine
+    (``LOCAL_WORLD_SIZE``), else one.
+    """
+    if processes is None:
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = max(1, (cores or 1) // max(processes, 1))
     torch.set_num_threads(threads)

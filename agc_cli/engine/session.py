@@ -11,11 +11,14 @@ import torch
 
 from agc_cli.data.graph import Graph
 from agc_cli.data.sources import info_of, load_graph
+from agc_cli.engine import distributed
+from agc_cli.engine.distributed import SINGLE, DistContext
 from agc_cli.engine.planner import detect_device, recommend
 from agc_cli.engine.progress import NullProgress, Progress
 from agc_cli.engine.rundir import RunDir
 from agc_cli.engine.runtime import configure_threads, resolve_device
 from agc_cli.engine.trainer import Trainer, TrainResult
+from agc_cli.errors import UsageError
 from agc_cli.models.base import ClusteringModel
 from agc_cli.models.registry import get_model_class
 from agc_cli.settings import Settings
@@ -31,6 +34,7 @@ class Session:
     device: torch.device
     model: ClusteringModel
     mode_reason: str | None  # why this mode, when the recommendation chose it
+    dist: DistContext = SINGLE  # this process's place in a data-parallel run
 
     @property
     def mode(self) -> str:
@@ -61,6 +65,11 @@ class Session:
             out["batch"] = f"{self.settings.batch_size}, fan-out {self.settings.fan_out_list()}"
         if self.device.type == "cuda":
             out["gpu"] = torch.cuda.get_device_name(self.device)
+        if self.dist.enabled:
+            out["processes"] = (
+                f"{self.dist.world_size} ({self.dist.backend}), "
+                f"{torch.get_num_threads()} thread(s) each"
+            )
         return out
 
 
@@ -79,24 +88,43 @@ def resolve_mode(settings: Settings, graph: Graph, device: torch.device) -> tupl
     reason = next(
         (r for r in plan.recommendation.reasons if "batch" in r.split(":")[0]), "rule of thumb"
     )
-    return mini, reason
+    return mini, f"from the stats recommendation: {reason}"
 
 
 def open_session(settings: Settings, graph: Graph | None = None) -> Session:
-    """Load the graph, pick device and mode, and build the model (seeded)."""
+    """Load the graph, pick device and mode, and build the model (seeded).
+
+    Inside torchrun this joins the process group first (rank ``r`` on ``cuda:LOCAL_RANK`` or
+    the CPU); data-parallel training is mini-batch only.
+    """
     configure_threads()
-    device = resolve_device(settings.device)
+    place = DistContext.from_env()
+    device = resolve_device(distributed.device_for(settings.device, place))
+    dist = distributed.init(device) if place.enabled else SINGLE
+    if dist.enabled:
+        if settings.mini_batch is False:
+            raise UsageError(
+                "mini_batch: data-parallel training shards each epoch's seed nodes; "
+                "full-batch training runs in one process (drop --full-batch)"
+            )
     if graph is None:
         graph = load_graph(
             settings.dataset, settings.root, settings.cache_dir, settings.labeled_only,
             settings.storage,
         )  # fmt: skip
-    mini_batch, reason = resolve_mode(settings, graph, device)
+    if dist.enabled and settings.mini_batch is None:
+        mini_batch, reason = True, f"data-parallel training over {dist.world_size} processes"
+    else:
+        mini_batch, reason = resolve_mode(settings, graph, device)
     settings = settings.model_copy(update={"mini_batch": mini_batch})
     seed_everything(settings.seed)
     cls = get_model_class(settings.model)
     model = cls.from_settings(graph.num_features, graph.num_nodes, graph.num_classes, settings)
-    return Session(settings, graph, device, model, reason)
+    if dist.enabled and not getattr(model, "trainable", True):
+        raise UsageError(
+            f"model: {settings.model} has no trainable parameters; run it in one process"
+        )
+    return Session(settings, graph, device, model, reason, dist)
 
 
 def train(
@@ -105,10 +133,10 @@ def train(
     """Train the session's model, writing checkpoints, metrics and final weights into ``run``."""
     trainer = Trainer(
         session.graph, session.model, session.settings, session.device, run,
-        progress or NullProgress(),
+        progress or NullProgress(), dist=session.dist,
     )  # fmt: skip
     result = trainer.fit()
-    if run is not None:
+    if run is not None and session.dist.is_main:
         atomic_torch_save(session.model.state_dict(), run.path / MODEL_FILE)
     return trainer, result
 

@@ -5,10 +5,17 @@ optimizer step every ``accumulate`` batches. Counters live in :class:`TrainState
 checkpoint can restore them; the seed order of epoch ``e`` is a pure function of
 ``(seed, e)`` and each batch's sampling generator of ``(seed, e, batch)``, so a resumed run
 draws exactly what the uninterrupted one would have.
+
+Data-parallel (``dist`` with more than one process, see :mod:`agc_cli.engine.distributed`):
+each rank trains on its shard of every epoch's seeds under DistributedDataParallel; one small
+all-reduce per step agrees on the step's global batch size, a stop request and a non-finite
+loss, so every rank leaves the loop at the same step. Epoch losses are averaged over all ranks'
+seeds; checkpoints hold every rank's RNG state and are written by rank 0 alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -22,15 +29,22 @@ from torch_geometric.data import Data
 
 from agc_cli.data.graph import Graph
 from agc_cli.engine import checkpoint as ckpt
+from agc_cli.engine.distributed import (
+    SINGLE,
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    wrap,
+)
 from agc_cli.engine.memory import MemoryMonitor, PeakMemory
 from agc_cli.engine.profiling import NullProfiler, stage
 from agc_cli.engine.progress import NullProgress, Progress
 from agc_cli.engine.rundir import RunDir
 from agc_cli.engine.runtime import autocast, autocast_dtype, make_grad_scaler
-from agc_cli.errors import DivergedError, InterruptedRun
+from agc_cli.errors import DivergedError, InterruptedRun, UsageError
 from agc_cli.models.base import ClusteringModel
 from agc_cli.models.batch import GraphBatch
-from agc_cli.sampling import derive_seed, make_loader
+from agc_cli.sampling import derive_seed, drop_consumed, make_loader, shard_batches
 from agc_cli.settings import Settings
 
 
@@ -40,6 +54,7 @@ class TrainState:
 
     epoch: int = 0  # completed epochs
     batch: int = 0  # completed batches of the current epoch
+    seeds_done: int = 0  # seed nodes of the current epoch trained on (all ranks together)
     step: int = 0  # optimizer steps taken
     loss: float = math.nan  # last epoch's mean loss
     best_loss: float = math.inf
@@ -84,8 +99,10 @@ class Trainer:
         mini_batch: bool | None = None,
         profiler: NullProfiler | None = None,
         max_steps: int | None = None,
+        dist: DistContext | None = None,
     ):
         self.graph = graph
+        self.dist = dist or SINGLE
         self.settings = settings
         self.device = device
         self.model = model.to(device)
@@ -105,10 +122,25 @@ class Trainer:
         self.profiler = profiler or NullProfiler()
         self.max_steps = max_steps  # stop after this many batches (profiling)
         self._batches_run = 0
+        self.notes: list[str] = []  # what loading a checkpoint changed (shown by the CLI)
+        self._ddp: torch.nn.Module | None = None
+        if self.dist.enabled:
+            if not self.mini_batch:
+                raise UsageError(
+                    "mini_batch: data-parallel training shards each epoch's seed nodes; "
+                    "full-batch training runs in one process"
+                )
+            self._ddp = wrap(self.model, device)  # rank 0's initial weights on every rank
+            # Dropout masks and corruptions differ per rank (a pure function of seed and rank).
+            self._seed_rank_streams(derive_seed(settings.seed, 0xD15, self.dist.rank))
 
     # ----- checkpoint state -------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        """The checkpoint contents (in data-parallel runs a collective: call it on every rank)."""
+        ranks = all_gather_objects(
+            {"rng": ckpt.rng_state(), "partial": self._partial_sums()}, self.dist
+        )
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -116,23 +148,77 @@ class Trainer:
             "settings": self.settings.to_yaml_dict(),
             "trainer": self.state.state_dict(),
             "mini_batch": bool(self.mini_batch),
-            "rng": ckpt.rng_state(),
+            "rng": ranks[0]["rng"],
+            "world_size": self.dist.world_size,
+            "ranks": ranks,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint; one from another number of processes is re-sharded (noted)."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.state.load_state_dict(state["trainer"])
-        ckpt.set_rng_state(state["rng"])
+        trainer = dict(state["trainer"])
+        if "seeds_done" not in trainer:  # written before positions were counted in seeds
+            trainer["seeds_done"] = int(trainer.get("batch", 0)) * self.settings.batch_size
+        self.state.load_state_dict(trainer)
+        saved_world = int(state.get("world_size", 1))
+        ranks = state.get("ranks") or [{"rng": state["rng"], "partial": None}]
+        world, rank = self.dist.world_size, self.dist.rank
+        if saved_world == world:
+            ckpt.set_rng_state(ranks[rank]["rng"])
+            if ranks[rank]["partial"] is not None:
+                self._set_partial_sums(ranks[rank]["partial"])
+            return
+        # Another process count: the epoch's remaining seeds are re-sharded from the recorded
+        # position, random streams re-derived; the partial epoch's sums go to rank 0.
+        self._seed_rank_streams(derive_seed(self.settings.seed, 0x5EA, self.state.step, rank))
+        if rank > 0:
+            self.state.epoch_loss_sum, self.state.epoch_weight, self.state.epoch_parts = 0.0, 0, {}
+        elif all(r.get("partial") is not None for r in ranks):
+            total = [0.0, 0, {}]
+            for r in ranks:
+                loss_sum, weight, parts = r["partial"]
+                total[0] += loss_sum
+                total[1] += weight
+                for k, v in parts.items():
+                    total[2][k] = total[2].get(k, 0.0) + v
+            self._set_partial_sums(total)
+        self.notes.append(
+            f"checkpoint written by {saved_world} process(es), resuming on {world}: the rest of "
+            f"epoch {self.state.epoch + 1} ({self.state.seeds_done:,} seeds done) is re-sharded "
+            "and random streams are re-derived, so the run is not bit-identical to an "
+            "uninterrupted one"
+        )
+
+    def _partial_sums(self) -> list[Any]:
+        st = self.state
+        return [st.epoch_loss_sum, st.epoch_weight, dict(st.epoch_parts)]
+
+    def _set_partial_sums(self, partial: list[Any]) -> None:
+        self.state.epoch_loss_sum = float(partial[0])
+        self.state.epoch_weight = int(partial[1])
+        self.state.epoch_parts = dict(partial[2])
+
+    @staticmethod
+    def _seed_rank_streams(seed: int) -> None:
+        import random
+
+        import numpy as np
+
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
 
     def save(self, kind: str = "last") -> None:
         """Write ``last.pt`` (plus a numbered copy, pruned to ``keep_checkpoints``) or
         ``best.pt``."""
-        if self.run is None:
+        if self.run is None and not self.dist.enabled:
+            return
+        state = self.state_dict()  # every rank takes part (the RNG states are gathered)
+        if self.run is None or not self.dist.is_main:
             return
         directory = self.run.checkpoints
-        state = self.state_dict()
         if kind == "best":
             ckpt.save_checkpoint(directory / ckpt.BEST, state)
             return
@@ -159,6 +245,10 @@ class Trainer:
                 ):
                     self._run_epoch(self.state.epoch)
             except KeyboardInterrupt:
+                if self.dist.enabled:  # the other ranks may be inside a collective: no save
+                    raise InterruptedRun(
+                        "SIGINT: abandoned mid-step; the last checkpoint written stands"
+                    ) from None
                 self._interrupted(signal.SIGINT)
         seconds = time.perf_counter() - t0
         done = max(self.state.epoch - start_epoch, 1)
@@ -179,18 +269,21 @@ class Trainer:
         self.model.begin_epoch(epoch, self.graph)
         t0 = time.perf_counter()
         batches, num_batches, total_nodes = self._batches(epoch, self.state.batch)
-        done_nodes = min(self.state.batch * s.batch_size, total_nodes) if self.mini_batch else 0
+        done_nodes = min(self.state.seeds_done, total_nodes) if self.mini_batch else 0
         self.progress.epoch_start(epoch, s.epochs, total_nodes, done_nodes)
         for index, batch in batches:
-            self._train_step(batch, index, num_batches)
+            global_size, stop = self._train_step(batch, index, num_batches)
             self.state.batch = index + 1
+            self.state.seeds_done += global_size
             self._batches_run += 1
             self.profiler.step()
-            self.progress.advance(batch.batch_size)
+            self.progress.advance(global_size)
             if self._step_limit_reached():
                 return
-            if self._stop_signal is not None:
-                self._interrupted(self._stop_signal)
+            if stop is None and not self.dist.enabled:
+                stop = self._stop_signal  # alone, a signal stops right after this step
+            if stop is not None:
+                self._interrupted(stop)
             if (
                 self.mini_batch
                 and s.save_every_batch
@@ -209,19 +302,24 @@ class Trainer:
             steps = [(0, self._full_batch)] if start == 0 else []
             return iter(steps), 1, self.graph.num_nodes
         loader = self._loader(epoch)
-        loader.set_epoch(epoch, start)
+        seeds_done = self.state.seeds_done
         # A method may choose the epoch's seed batches itself (MAGI's random-walk communities);
         # its choice is a pure function of (seed, epoch), so a resumed epoch replays it.
         order = torch.Generator().manual_seed(derive_seed(self.settings.seed, epoch))
         custom = self.model.seed_batches(self.graph, self.settings.batch_size, order)
         if custom is None:
+            loader.set_epoch(epoch, start_seed=seeds_done)
             total = self.graph.num_nodes
-            num_batches = math.ceil(total / self.settings.batch_size)
+            num_batches = start + len(loader)
             sampled = iter(loader)
         else:
             seeds = list(custom)
-            total, num_batches = sum(int(b.numel()) for b in seeds), len(seeds)
-            sampled = (self._sample_seeds(loader, b) for b in seeds[start:])
+            total = sum(int(b.numel()) for b in seeds)
+            mine = shard_batches(
+                drop_consumed(seeds, seeds_done), self.dist.rank, self.dist.world_size
+            )
+            num_batches = start + len(mine)
+            sampled = (self._sample_seeds(loader, b) for b in mine)
 
         def generate() -> Iterator[tuple[int, GraphBatch]]:
             index = start
@@ -271,23 +369,43 @@ class Trainer:
                 num_workers=s.num_workers,
                 seed=s.seed,
                 sampler=s.sampler,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
             )
             self._loader_cache = (fan_out, loader)
         return self._loader_cache[1]
 
-    def _train_step(self, batch: GraphBatch, index: int, num_batches: int) -> None:
+    def _train_step(
+        self, batch: GraphBatch, index: int, num_batches: int
+    ) -> tuple[int, int | None]:
+        """One batch; returns the step's global batch size and a stop signal if any rank got
+        one (the step is finished first)."""
         s = self.settings
-        with autocast(self.device, self.amp_dtype), stage("loss"):
-            out = self.model.loss(batch)
-        loss = out.loss
-        if not torch.isfinite(loss.detach()).all():
-            raise DivergedError(
-                f"non-finite loss ({float(loss.detach()):.4g}) at epoch {self.state.epoch + 1}, "
-                f"batch {index + 1}; stopped before the optimizer step (try a lower --lr)"
+        step_now = (index + 1) % s.accumulate == 0 or index + 1 == num_batches
+        # Between optimizer steps DDP skips the gradient all-reduce (accumulation).
+        sync = contextlib.nullcontext() if self._ddp is None or step_now else self._ddp.no_sync()
+        with sync:
+            with autocast(self.device, self.amp_dtype), stage("loss"):
+                if self._ddp is None:
+                    out = self.model.loss(batch)
+                    loss, parts = out.loss, out.parts
+                else:
+                    loss, parts = self._ddp(batch)
+            finite = bool(torch.isfinite(loss.detach()).all())
+            bad, stopping, global_size = all_reduce_sum(
+                [not finite, self._stop_signal is not None, batch.batch_size],
+                self.dist,
+                self.device,
             )
-        with stage("backward"):
-            self.scaler.scale(loss / s.accumulate).backward()
-        if (index + 1) % s.accumulate == 0 or index + 1 == num_batches:
+            if bad:
+                value = f"{float(loss.detach()):.4g}" if not finite else "on another process"
+                raise DivergedError(
+                    f"non-finite loss ({value}) at epoch {self.state.epoch + 1}, batch "
+                    f"{index + 1}; stopped before the optimizer step (try a lower --lr)"
+                )
+            with stage("backward"):
+                self.scaler.scale(loss / s.accumulate).backward()
+        if step_now:
             with stage("optimizer step"):
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
@@ -296,16 +414,29 @@ class Trainer:
         weight = int(batch.batch_size)
         self.state.epoch_loss_sum += float(loss.detach()) * weight
         self.state.epoch_weight += weight
-        for name, value in out.parts.items():
+        for name, value in parts.items():
             self.state.epoch_parts[name] = (
                 self.state.epoch_parts.get(name, 0.0) + float(value) * weight
             )
+        stop = None
+        if stopping:
+            stop = self._stop_signal if self._stop_signal is not None else signal.SIGTERM
+        return int(global_size), stop
 
     def _step_limit_reached(self) -> bool:
         return self.max_steps is not None and self._batches_run >= self.max_steps
 
     def _end_epoch(self, epoch: int, seconds: float, nodes: int) -> None:
         st, s = self.state, self.settings
+        if self.dist.enabled:  # the epoch's loss over every rank's seeds
+            names = sorted(st.epoch_parts)
+            sums = all_reduce_sum(
+                [st.epoch_loss_sum, st.epoch_weight, *(st.epoch_parts[k] for k in names)],
+                self.dist,
+                self.device,
+            )
+            st.epoch_loss_sum, st.epoch_weight = sums[0], int(sums[1])
+            st.epoch_parts = dict(zip(names, sums[2:], strict=True))
         weight = max(st.epoch_weight, 1)
         st.loss = st.epoch_loss_sum / weight
         record = {
@@ -318,6 +449,7 @@ class Trainer:
         }
         st.epoch += 1
         st.batch = 0
+        st.seeds_done = 0
         st.epoch_loss_sum, st.epoch_weight, st.epoch_parts = 0.0, 0, {}
         improved = st.loss < st.best_loss
         if improved:
@@ -327,7 +459,7 @@ class Trainer:
             if s.patience and st.bad_epochs >= s.patience:
                 st.stopped_early = True
         self.history.append(record)
-        if self.run is not None:
+        if self.run is not None and self.dist.is_main:
             self.run.append_metrics(record)
             if self.log:
                 self.log.info("epoch %d loss %.6f", epoch + 1, st.loss)

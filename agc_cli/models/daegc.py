@@ -74,6 +74,9 @@ class DAEGC(ClusteringModel):
     name = "daegc"
     paper = "https://arxiv.org/abs/1906.06532"
 
+    # The centres get no gradient while pretraining (data-parallel training must know).
+    ddp_find_unused_parameters = True
+
     def __init__(
         self,
         encoder: Encoder,
@@ -174,6 +177,9 @@ class DAEGC(ClusteringModel):
         result = kmeans(z, self.n_clusters, seed=seed)
         with torch.no_grad():
             self.centres.copy_(result.centroids.to(self.centres))
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # Data-parallel ranks clustered different seeds: all take rank 0's centres.
+                torch.distributed.broadcast(self.centres.data, src=0)
         self.phase = JOINT
 
     def _refresh_target(self) -> None:

@@ -5,6 +5,7 @@ from agc_cli.sampling.loader import (
     EpochOrder,
     GraphFeatureStore,
     GraphTopologyStore,
+    ShardedEpochBatches,
     SubgraphLoader,
     as_stores,
     build_sampler,
@@ -18,6 +19,7 @@ from agc_cli.sampling.neighbor import (
     validate_fan_out,
 )
 from agc_cli.sampling.random_walk import random_walk
+from agc_cli.sampling.shard import drop_consumed, shard_batches
 
 __all__ = [
     "SAMPLER_KINDS",
@@ -25,13 +27,16 @@ __all__ = [
     "EpochOrder",
     "GraphFeatureStore",
     "GraphTopologyStore",
+    "ShardedEpochBatches",
     "SubgraphLoader",
     "UniformNeighborSampler",
     "as_stores",
     "build_sampler",
     "derive_seed",
+    "drop_consumed",
     "make_loader",
     "random_walk",
     "sample_without_replacement",
+    "shard_batches",
     "validate_fan_out",
 ]

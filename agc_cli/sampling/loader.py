@@ -29,6 +29,7 @@ from agc_cli.sampling.neighbor import (
     derive_seed,
     validate_fan_out,
 )
+from agc_cli.sampling.shard import shard_batches
 
 SAMPLER_KINDS = ("auto", "agc", "pyg")
 
@@ -129,9 +130,12 @@ class EpochOrder(Sampler[int]):
         self.epoch = 0
         self.start = 0
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0, start_seed: int | None = None) -> None:
+        """Select ``epoch``; skip its first ``start_batch`` batches or, if given, its first
+        ``start_seed`` seeds (the position a checkpoint recorded)."""
         self.epoch = int(epoch)
-        self.start = min(int(start_batch) * self.batch_size, self.num_items)
+        start = int(start_batch) * self.batch_size if start_seed is None else int(start_seed)
+        self.start = min(start, self.num_items)
 
     def order(self) -> Tensor:
         """The full seed-position order of the current epoch."""
@@ -149,6 +153,41 @@ class EpochOrder(Sampler[int]):
         return self.num_items - self.start
 
 
+class ShardedEpochBatches(Sampler[list[int]]):
+    """One data-parallel rank's seed batches of an epoch (see :mod:`agc_cli.sampling.shard`).
+
+    Wraps an :class:`EpochOrder` (the permutation every rank shares) and yields this rank's
+    batches of seed positions, from the order's start position on.
+    """
+
+    def __init__(self, order: EpochOrder, rank: int, world_size: int):
+        self.order = order
+        self.rank = rank
+        self.world_size = world_size
+        self.batch_size = order.batch_size
+        self.seed = order.seed
+
+    def set_epoch(self, epoch: int, start_batch: int = 0, start_seed: int | None = None) -> None:
+        if start_seed is None:  # ``start_batch`` counts global batches of world × batch_size
+            start_seed = int(start_batch) * self.batch_size * self.world_size
+        self.order.set_epoch(epoch, start_seed=start_seed)
+
+    def batches(self) -> list[Tensor]:
+        remaining = self.order.order()[self.order.start :]
+        return shard_batches(remaining.split(self.batch_size), self.rank, self.world_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches():
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        remaining = self.order.num_items - self.order.start
+        full, tail = divmod(remaining, self.batch_size * self.world_size)
+        if tail >= self.world_size or (tail and not full):
+            full += 1
+        return full
+
+
 class SubgraphLoader(NodeLoader):
     """PyG ``NodeLoader`` whose seed order and neighbour samples follow ``(seed, epoch)``.
 
@@ -162,19 +201,22 @@ class SubgraphLoader(NodeLoader):
         data: GraphSource,
         node_sampler: BaseSampler,
         input_nodes: Tensor,
-        order: EpochOrder,
+        order: EpochOrder | ShardedEpochBatches,
         num_workers: int,
         drop_last: bool,
         pin_memory: bool,
     ):
+        batching = (
+            {"batch_sampler": order}
+            if isinstance(order, ShardedEpochBatches)
+            else {"batch_size": order.batch_size, "sampler": order, "drop_last": drop_last}
+        )
         super().__init__(
             data,
             node_sampler,
             input_nodes=input_nodes,
-            batch_size=order.batch_size,
-            sampler=order,
+            **batching,
             num_workers=num_workers,
-            drop_last=drop_last,
             pin_memory=pin_memory,
             # A private generator for the DataLoader's worker base seed: otherwise each new
             # epoch iterator draws from torch's global RNG, and a resumed run would diverge.
@@ -182,9 +224,10 @@ class SubgraphLoader(NodeLoader):
         )
         self.order = order
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Select the epoch to iterate and skip its first ``start_batch`` batches (resume)."""
-        self.order.set_epoch(epoch, start_batch)
+    def set_epoch(self, epoch: int, start_batch: int = 0, start_seed: int | None = None) -> None:
+        """Select the epoch to iterate and skip its first ``start_batch`` batches, or its first
+        ``start_seed`` seeds (resume)."""
+        self.order.set_epoch(epoch, start_batch, start_seed)
         if isinstance(self.node_sampler, UniformNeighborSampler):
             self.node_sampler.set_epoch(epoch)
 
@@ -244,6 +287,8 @@ def make_loader(
     sampler: str = "auto",
     drop_last: bool = False,
     pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> SubgraphLoader:
     """A loader of sampled subgraphs around batches of ``input_nodes``.
 
@@ -259,6 +304,9 @@ def make_loader(
         sampler: ``"auto"``, ``"agc"`` or ``"pyg"`` (see :func:`build_sampler`).
         drop_last: drop the last incomplete batch.
         pin_memory: return batches in pinned memory (faster copies to a GPU).
+        rank, world_size: data-parallel position: with ``world_size > 1`` the loader yields
+            this rank's shard of every epoch (:class:`ShardedEpochBatches`; ``drop_last`` does
+            not apply).
 
     Returns:
         A :class:`SubgraphLoader` yielding PyG ``Data`` batches (see the module docstring).
@@ -273,6 +321,8 @@ def make_loader(
         seed = int(torch.randint(2**62, ()))
     node_sampler = build_sampler(sampler, stores, fan_out, seed)
     order = EpochOrder(input_nodes.numel(), batch_size, shuffle, seed)
+    if world_size > 1:
+        order = ShardedEpochBatches(order, rank, world_size)
     return SubgraphLoader(
         stores, node_sampler, input_nodes, order, num_workers, drop_last, pin_memory
     )

@@ -91,6 +91,19 @@ def resolve_mode(settings: Settings, graph: Graph, device: torch.device) -> tupl
     return mini, f"from the stats recommendation: {reason}"
 
 
+def check_data_parallel(settings: Settings) -> None:
+    """Refuse what data-parallel training cannot do (before any process group is joined)."""
+    if settings.mini_batch is False:
+        raise UsageError(
+            "mini_batch: data-parallel training shards each epoch's seed nodes; "
+            "full-batch training runs in one process (drop --full-batch)"
+        )
+    if not getattr(get_model_class(settings.model), "trainable", True):
+        raise UsageError(
+            f"model: {settings.model} has no trainable parameters; run it in one process"
+        )
+
+
 def open_session(settings: Settings, graph: Graph | None = None) -> Session:
     """Load the graph, pick device and mode, and build the model (seeded).
 
@@ -99,14 +112,10 @@ def open_session(settings: Settings, graph: Graph | None = None) -> Session:
     """
     configure_threads()
     place = DistContext.from_env()
+    if place.enabled:
+        check_data_parallel(settings)
     device = resolve_device(distributed.device_for(settings.device, place))
     dist = distributed.init(device) if place.enabled else SINGLE
-    if dist.enabled:
-        if settings.mini_batch is False:
-            raise UsageError(
-                "mini_batch: data-parallel training shards each epoch's seed nodes; "
-                "full-batch training runs in one process (drop --full-batch)"
-            )
     if graph is None:
         graph = load_graph(
             settings.dataset, settings.root, settings.cache_dir, settings.labeled_only,
@@ -120,10 +129,6 @@ def open_session(settings: Settings, graph: Graph | None = None) -> Session:
     seed_everything(settings.seed)
     cls = get_model_class(settings.model)
     model = cls.from_settings(graph.num_features, graph.num_nodes, graph.num_classes, settings)
-    if dist.enabled and not getattr(model, "trainable", True):
-        raise UsageError(
-            f"model: {settings.model} has no trainable parameters; run it in one process"
-        )
     return Session(settings, graph, device, model, reason, dist)
 
 

@@ -214,3 +214,37 @@ def _metrics(run: Path) -> list[dict]:
     import json
 
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_train_from_one_on_disk_store(tmp_path):
+    store, run = tmp_path / "store", tmp_path / "run"
+    done = _agc("convert", GRAPH, str(store))
+    assert done.returncode == 0, done.stderr[-3000:]
+    args = [a if a != GRAPH else str(store) for a in TRAIN]
+    done = _agc("train", *args, "--epochs", "2", "--nproc-per-node", "2", "--run-dir", str(run))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "processes: 2 (gloo)" in done.stdout
+    assert [r["epoch"] for r in _metrics(run)] == [1, 2]
+    assert (run / "model.pt").is_file()
+
+
+def test_a_failing_rank_exit_code_reaches_the_launching_command(tmp_path):
+    store = tmp_path / "store"
+    assert _agc("convert", GRAPH, str(store)).returncode == 0
+    features = next(store.glob("x*.npy"))
+    features.write_bytes(features.read_bytes()[:-1000])  # truncated: exit code 3 in every rank
+    args = [a if a != GRAPH else str(store) for a in TRAIN]
+    done = _agc("train", *args, "--nproc-per-node", "2", "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert features.name in done.stderr
+
+
+def test_refused_settings_start_no_process(capsys, tmp_path):
+    from cli_helpers import run_agc
+
+    result = run_agc(capsys, "train", *TRAIN, "--full-batch", "--nproc-per-node", "2",
+                     "--run-dir", str(tmp_path / "run"))  # fmt: skip
+    assert result.code == 2 and "full-batch training runs in one process" in result.err
+    assert "starting" not in result.err
+    result = run_agc(capsys, "train", *TRAIN, "--nproc-per-node", "0")
+    assert result.code == 2 and "nproc_per_node" in result.err

@@ -47,14 +47,17 @@ def _root(
 
 def main() -> None:
     """Console entry point: run the app, turning AgcError into a one-line message + exit code."""
+    # A data-parallel rank other than 0 labels its errors (each rank reports its own).
+    rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
+    prefix = "error: " if rank == "0" else f"[rank {rank}] error: "
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit(code) comes back as code
     except SettingsError as exc:
         for line in exc.lines():
-            err_console.print(f"error: {line}", markup=False, highlight=False)
+            err_console.print(f"{prefix}{line}", markup=False, highlight=False)
         sys.exit(exc.exit_code)
     except AgcError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        err_console.print(f"{prefix}{exc}", markup=False, highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)
@@ -78,4 +81,4 @@ def main() -> None:
             highlight=False,
         )
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

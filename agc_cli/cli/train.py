@@ -16,7 +16,7 @@ from agc_cli.engine import distributed
 from agc_cli.engine.memory import PeakMemory
 from agc_cli.engine.planner import fmt_bytes
 from agc_cli.engine.rundir import RunDir
-from agc_cli.engine.session import Session, open_session
+from agc_cli.engine.session import Session, check_data_parallel, open_session
 from agc_cli.engine.session import train as train_session
 from agc_cli.errors import UsageError
 from agc_cli.settings import Settings, load_settings
@@ -72,6 +72,7 @@ def train(
 
 def launch_training(settings: Settings, nproc: int) -> int:
     """Start ``nproc`` processes running ``agc train`` with these resolved settings."""
+    check_data_parallel(settings)  # refuse before starting anything
     run = RunDir.reserve(settings)
     settings = settings.model_copy(update={"run_dir": str(run)})
     render.note(f"starting {nproc} data-parallel processes (torchrun) into {run} ...")

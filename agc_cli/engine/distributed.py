@@ -163,7 +163,7 @@ def launch(nproc_per_node: int, argv: Sequence[str]) -> int:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # the ranks report their errors
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,

@@ -14,8 +14,8 @@ from agc_cli.settings import load_settings
 CPU = torch.device("cpu")
 
 
-def build(model: str = "dgi", sparse: bool = False, **overrides):
-    graph = tiny_graph(sparse=sparse)
+def build(model: str = "dgi", sparse: bool = False, features: int = 8, **overrides):
+    graph = tiny_graph(sparse=sparse, features=features)
     settings = load_settings({"model": model, "hidden_channels": 16, "num_layers": 2,
                               **overrides})  # fmt: skip
     torch.manual_seed(0)
@@ -41,17 +41,49 @@ def full(net, graph):
         {"gnn_type": "gcn", "residual": True},
     ],
 )
-def test_layerwise_inference_equals_full_batch(options):
-    net, graph = build(**options)
+@pytest.mark.parametrize("features", [8, 96])  # transform wider / narrower than the features
+def test_layerwise_inference_equals_full_batch(options, features):
+    net, graph = build(features=features, **options)
     expected = full(net, graph)
     got = layerwise(net, graph, CPU, batch_size=7)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
-def test_layerwise_with_sparse_features_equals_full_batch():
-    net, graph = build(sparse=True)
+@pytest.mark.parametrize("features", [8, 96])
+def test_layerwise_with_sparse_features_equals_full_batch(features):
+    net, graph = build(sparse=True, features=features)
     torch.testing.assert_close(layerwise(net, graph, CPU, 11), full(net, graph), atol=1e-5,
                                rtol=1e-4)  # fmt: skip
+
+
+@pytest.mark.parametrize("nodes", [None, torch.tensor([17, 3, 42, 3])])
+def test_narrow_first_transform_reads_each_needed_feature_row_once_in_order(nodes):
+    net, graph = build(features=96)  # GCN transform: 16 columns < 96 features
+    reads = []
+    original = graph.feature_rows
+
+    def counting(index):
+        reads.append(index.clone())
+        return original(index)
+
+    graph.feature_rows = counting
+    got = layerwise(net, graph, CPU, batch_size=7, nodes=nodes)
+    rows = torch.cat(reads)
+    assert torch.equal(rows, rows.unique())  # ascending, no row twice
+    expected = full(net, graph)
+    torch.testing.assert_close(got, expected if nodes is None else expected[nodes], atol=1e-5,
+                               rtol=1e-4)  # fmt: skip
+    if nodes is None:
+        assert rows.numel() == graph.num_nodes
+
+
+def test_wide_first_transform_gathers_raw_rows_per_batch():
+    net, graph = build(features=8)  # transform 16 columns >= 8 features: raw rows per batch
+    reads = []
+    original = graph.feature_rows
+    graph.feature_rows = lambda index: reads.append(index.numel()) or original(index)
+    layerwise(net, graph, CPU, batch_size=7)
+    assert sum(reads) > graph.num_nodes  # sources are read once per batch they neighbour
 
 
 def test_layerwise_subset_matches_full_rows_in_callers_order():

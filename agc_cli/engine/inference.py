@@ -8,6 +8,13 @@ mode the batch size halves (floor 32, bounded retries).
 Exact inference (``infer_fan_out = -1``) is layer-wise: every needed node goes through layer 1
 in batches, then layer 2, ... — cost O(layers × edges), never the exponential k-hop
 expansion. ``infer_fan_out > 0`` samples that many neighbours per node and layer instead.
+
+Layer 1 transforms before it propagates (``X W``, row by row). When that transform is narrower
+than the features, it is computed once per needed node in one pass over the features in node
+order (sequential reads of an on-disk store) and the batches gather transformed rows;
+otherwise every batch reads its sources' raw features, i.e. each node's features once per
+batch it neighbours, which for a store larger than RAM means random reads of ~degree times
+the feature file.
 """
 
 from __future__ import annotations
@@ -224,6 +231,13 @@ def layerwise(
     # need the last layer, so earlier layers' outputs are dropped as soon as they are used.
     keep_all = getattr(encoder, "needs_all_layers", encoder.jk in ("cat", "max"))
     outputs: list[tuple[Tensor, Tensor]] = []  # per layer (ids, outputs) when keep_all
+    # Layer 0's transform of every needed node, in one ordered pass, when it is narrower than
+    # the features (it is then cheaper to keep and to gather than the raw rows).
+    inputs = need[0]  # nodes whose raw features layer 0 reads: need[0] and its neighbours
+    if nodes is not None:
+        src, _, _ = _neighbourhood(graph.colptr, graph.row, need[0], -1, None)
+        inputs = torch.unique(torch.cat([need[0], src]))
+    t0 = _streamed_transform(encoder, graph, x_sparse, inputs, device, batch_size, hook)
     for i in range(layers):
         ids = need[i]
         out = None
@@ -240,22 +254,29 @@ def layerwise(
             edge_index = torch.stack([position[src], target]).to(device)
             position[local] = -1
             block = Block(edge_index, dst.numel(), degree[local].to(device), counts.to(device))
-            if i == 0:
-                # feature_rows: positioned reads for on-disk stores, float32 whatever is stored.
-                x_src = (
-                    x_sparse.rows(local).to(device)
-                    if x_sparse is not None
-                    else graph.feature_rows(local).float().to(device)
-                )
+            if i == 0 and t0 is not None:
+                # `inputs` is sorted: a transformed node's row is its rank there.
+                rows = torch.searchsorted(inputs, local)
+                t_src = t0.index_select(0, rows).to(device)
+                h = encoder.layer_forward_transformed(0, t_src, block).float().cpu()
             else:
-                position[prev_ids] = torch.arange(prev_ids.numel())
-                x_src = prev.index_select(0, position[local]).to(device)
-                position[prev_ids] = -1
-            h = encoder.layer_forward(i, x_src, block).float().cpu()
+                if i == 0:
+                    # feature_rows: positioned reads for stores, float32 whatever is stored.
+                    x_src = (
+                        x_sparse.rows(local).to(device)
+                        if x_sparse is not None
+                        else graph.feature_rows(local).float().to(device)
+                    )
+                else:
+                    position[prev_ids] = torch.arange(prev_ids.numel())
+                    x_src = prev.index_select(0, position[local]).to(device)
+                    position[prev_ids] = -1
+                h = encoder.layer_forward(i, x_src, block).float().cpu()
             if out is None:
                 out = torch.empty(ids.numel(), h.shape[1])
             out[start : start + dst.numel()] = h
         prev, prev_ids = out, ids
+        t0 = None
         if keep_all:
             outputs.append((ids, out))
     final_ids = need[-1]
@@ -275,3 +296,30 @@ def layerwise(
         emb = emb.index_select(0, position[nodes.long()])
         position[final_ids] = -1
     return emb
+
+
+def _streamed_transform(
+    encoder,
+    graph: Graph,
+    x_sparse: SparseMatrix | None,
+    ids: Tensor,
+    device: torch.device,
+    batch_size: int,
+    hook: FaultHook,
+) -> Tensor | None:
+    """``transform(0, x)`` of the rows ``ids`` (sorted), read in order in chunks; ``None`` when
+    the transform is not narrower than the features (or the encoder has no such split)."""
+    weight = getattr(getattr(encoder, "convs", [None])[0], "weight", None)
+    if not hasattr(encoder, "layer_forward_transformed") or weight is None or ids.numel() == 0:
+        return None
+    width = int(weight.shape[1])
+    if width >= graph.num_features:
+        return None
+    chunk = batch_size  # halves with the batch size on out-of-memory
+    out = torch.empty(ids.numel(), width)
+    for start in range(0, ids.numel(), chunk):
+        rows = ids[start : start + chunk]
+        hook("layer0 transform", rows.numel())
+        x = x_sparse.rows(rows) if x_sparse is not None else graph.feature_rows(rows).float()
+        out[start : start + rows.numel()] = encoder.transform(0, x.to(device)).float().cpu()
+    return out

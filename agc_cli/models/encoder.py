@@ -180,7 +180,12 @@ class Encoder(nn.Module):
         ``x_src`` holds the block's source nodes, destinations first; in eval mode this is
         exactly what :meth:`forward` computes for those destinations.
         """
-        return self._finish(i, self.convs[i].propagate(self.transform(i, x_src), block))
+        return self.layer_forward_transformed(i, self.transform(i, x_src), block)
+
+    def layer_forward_transformed(self, i: int, t_src: Tensor, block: Block) -> Tensor:
+        """:meth:`layer_forward` from the sources' transform ``t_src`` (row-wise: in eval mode
+        ``transform(i, x)[rows] == transform(i, x[rows])``)."""
+        return self._finish(i, self.convs[i].propagate(t_src, block))
 
     def combine(self, outputs: list[Tensor]) -> Tensor:
         """Jumping knowledge over per-layer outputs of the same nodes (layer 0 first)."""

@@ -59,8 +59,10 @@ def main() -> None:
     print("config             DGI, SAGE x2, hidden 256, fan-out [10, 10], batch 2048, "
           f"workers {a.num_workers}")  # fmt: skip
     print(f"batches timed      {batches} ({per_batch * 1000:.0f} ms/batch)")
-    print(f"seconds per epoch  {per_batch * batches_per_epoch:.1f} "
-          f"({batches_per_epoch} batches{'' if a.max_batches is None else ', extrapolated'})")
+    print(
+        f"seconds per epoch  {per_batch * batches_per_epoch:.1f} "
+        f"({batches_per_epoch} batches{'' if a.max_batches is None else ', extrapolated'})"
+    )
     verdict = "yes" if peak < 8 * 2**30 else "NO"
     print(f"peak RSS           {fmt_bytes(peak)} (target < 8 GB: {verdict})")
     loss = "n/a (partial epoch)" if math.isnan(result.loss) else f"{result.loss:.4f}"

@@ -162,6 +162,10 @@ def launch(nproc_per_node: int, argv: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    # One machine: gloo talks over loopback (a hostname that does not resolve to a reachable
+    # address would otherwise fail the rendezvous, as in some containers).
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # the ranks report their errors
     config = LaunchConfig(

@@ -249,3 +249,13 @@ def test_refused_settings_start_no_process(capsys, tmp_path):
     assert "starting" not in result.err
     result = run_agc(capsys, "train", *TRAIN, "--nproc-per-node", "0")
     assert result.code == 2 and "nproc_per_node" in result.err
+
+
+@pytest.mark.parametrize("command", ["run", "infer", "cluster", "profile", "stats", "convert"])
+def test_single_process_commands_refuse_to_run_under_torchrun(capsys, monkeypatch, command):
+    from cli_helpers import run_agc
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = run_agc(capsys, command, "--help")
+    assert result.code == 2 and f"agc {command} runs in one process" in result.err

@@ -10,7 +10,10 @@ import typer
 from agc_cli import __version__
 from agc_cli.cli import cluster, convert, infer, profile, resume, run, stats, train
 from agc_cli.cli.render import err_console
-from agc_cli.errors import AgcError, SettingsError
+from agc_cli.engine.distributed import DistContext
+from agc_cli.errors import AgcError, SettingsError, UsageError
+
+DATA_PARALLEL = ("train", "resume")  # the commands that may run under torchrun
 
 app = typer.Typer(
     name="agc",
@@ -37,12 +40,18 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """Exit codes: 0 ok, 1 internal error, 2 usage/settings, 3 input data, 4 checkpoint/resume,
     5 training diverged, 130 interrupted (checkpoint written)."""
+    if DistContext.from_env().enabled and ctx.invoked_subcommand not in DATA_PARALLEL:
+        raise UsageError(
+            f"agc {ctx.invoked_subcommand} runs in one process; under torchrun use "
+            "`agc train` or `agc resume`, then infer and cluster the run without torchrun"
+        )
 
 
 def main() -> None:

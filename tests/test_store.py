@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -255,15 +256,34 @@ def test_mini_batch_training_from_a_store_equals_the_in_memory_run(tmp_path, num
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def test_layerwise_inference_from_a_store_equals_the_in_memory_graph(tmp_path):
-    graph = synthetic.generate(synthetic.parse_synthetic(SPEC))
-    store.write_synthetic(synthetic.parse_synthetic(SPEC), tmp_path / "s")
+@pytest.mark.parametrize(
+    ("features", "options"),
+    [(12, {}), (64, {}), (64, {"jk": "cat"})],  # first transform 16 wide: raw rows / streamed
+)
+def test_layerwise_inference_from_a_store_equals_the_in_memory_graph(
+    tmp_path, monkeypatch, features, options
+):
+    spec = SPEC.replace("features=12", f"features={features}")
+    graph = synthetic.generate(synthetic.parse_synthetic(spec))
+    store.write_synthetic(synthetic.parse_synthetic(spec), tmp_path / "s")
     stored = store.open_store(tmp_path / "s")
-    model = _session(graph).model
+    model = _session(graph, **options).model
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    spilled: set[str] = set()
+
+    def hook(stage, size):  # the per-node intermediates of a store live in scratch files
+        spilled.update(p.name for p in scratch.glob("agc-infer-*/*.f32"))
+
     nodes = torch.tensor([5, 599, 0, 42])
     for subset in (None, nodes):
         expected = layerwise(model, graph, CPU, batch_size=100, nodes=subset)
-        assert torch.equal(layerwise(model, stored, CPU, batch_size=100, nodes=subset), expected)
+        got = layerwise(model, stored, CPU, batch_size=100, nodes=subset, fault_hook=hook)
+        assert torch.equal(got, expected)
+    assert "layer0.f32" in spilled
+    assert ("transform0.f32" in spilled) == (features == 64)
+    assert list(scratch.iterdir()) == []  # removed afterwards
 
 
 def test_loader_batches_from_a_store_carry_the_in_memory_features(tmp_path):

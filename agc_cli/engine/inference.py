@@ -15,18 +15,27 @@ order (sequential reads of an on-disk store) and the batches gather transformed 
 otherwise every batch reads its sources' raw features, i.e. each node's features once per
 batch it neighbours, which for a store larger than RAM means random reads of ~degree times
 the feature file.
+
+For an on-disk store (a graph larger than RAM) those per-node intermediates (the first
+transform, each layer's outputs) are written in node order to a scratch directory (under
+``TMPDIR``, removed afterwards) and read back with the store's positioned reads, so the
+process holds about one ``N × out`` array (the result) instead of several.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from agc_cli.data.graph import Graph
+from agc_cli.data.store import RowReader, StoredGraph
 from agc_cli.engine.memory import MemoryMonitor, PeakMemory
 from agc_cli.errors import AgcError
 from agc_cli.models.base import ClusteringModel
@@ -216,6 +225,25 @@ def layerwise(
     fault_hook: FaultHook | None = None,
 ) -> Tensor:
     """Layer-by-layer inference in batches of destination nodes (see module docstring)."""
+    if isinstance(graph, StoredGraph):
+        with tempfile.TemporaryDirectory(prefix="agc-infer-") as scratch:
+            return _layerwise(model, graph, device, batch_size, fan_out, nodes, seed,
+                              fault_hook, Path(scratch))  # fmt: skip
+    return _layerwise(model, graph, device, batch_size, fan_out, nodes, seed, fault_hook, None)
+
+
+def _layerwise(
+    model: ClusteringModel,
+    graph: Graph,
+    device: torch.device,
+    batch_size: int,
+    fan_out: int,
+    nodes: Tensor | None,
+    seed: int,
+    fault_hook: FaultHook | None,
+    scratch: Path | None,
+) -> Tensor:
+    """:func:`layerwise`; with ``scratch``, per-node intermediates live in files there."""
     encoder = model.encoder
     layers = encoder.num_layers
     hook = fault_hook or (lambda stage, size: None)
@@ -237,7 +265,7 @@ def layerwise(
     if nodes is not None:
         src, _, _ = _neighbourhood(graph.colptr, graph.row, need[0], -1, None)
         inputs = torch.unique(torch.cat([need[0], src]))
-    t0 = _streamed_transform(encoder, graph, x_sparse, inputs, device, batch_size, hook)
+    t0 = _streamed_transform(encoder, graph, x_sparse, inputs, device, batch_size, hook, scratch)
     for i in range(layers):
         ids = need[i]
         out = None
@@ -256,8 +284,7 @@ def layerwise(
             block = Block(edge_index, dst.numel(), degree[local].to(device), counts.to(device))
             if i == 0 and t0 is not None:
                 # `inputs` is sorted: a transformed node's row is its rank there.
-                rows = torch.searchsorted(inputs, local)
-                t_src = t0.index_select(0, rows).to(device)
+                t_src = t0.take(torch.searchsorted(inputs, local)).to(device)
                 h = encoder.layer_forward_transformed(0, t_src, block).float().cpu()
             else:
                 if i == 0:
@@ -269,13 +296,13 @@ def layerwise(
                     )
                 else:
                     position[prev_ids] = torch.arange(prev_ids.numel())
-                    x_src = prev.index_select(0, position[local]).to(device)
+                    x_src = prev.take(position[local]).to(device)
                     position[prev_ids] = -1
                 h = encoder.layer_forward(i, x_src, block).float().cpu()
             if out is None:
-                out = torch.empty(ids.numel(), h.shape[1])
-            out[start : start + dst.numel()] = h
-        prev, prev_ids = out, ids
+                out = Rows(ids.numel(), h.shape[1], scratch and scratch / f"layer{i}.f32")
+            out.append(h)  # destination batches come in the order of `ids`
+        prev, prev_ids = out.done(), ids
         t0 = None
         if keep_all:
             outputs.append((ids, out))
@@ -284,11 +311,11 @@ def layerwise(
         aligned = []
         for ids, out in outputs:
             position[ids] = torch.arange(ids.numel())
-            aligned.append(out.index_select(0, position[final_ids]))
+            aligned.append(out.take(position[final_ids]))
             position[ids] = -1
         h = encoder.combine(aligned)
     else:
-        h = prev
+        h = prev.all()
     emb = model.readout(h.to(device)).float().cpu()
     if nodes is not None:
         # need[-1] is sorted unique; map back to the caller's order.
@@ -306,7 +333,8 @@ def _streamed_transform(
     device: torch.device,
     batch_size: int,
     hook: FaultHook,
-) -> Tensor | None:
+    scratch: Path | None,
+) -> Rows | None:
     """``transform(0, x)`` of the rows ``ids`` (sorted), read in order in chunks; ``None`` when
     the transform is not narrower than the features (or the encoder has no such split)."""
     weight = getattr(getattr(encoder, "convs", [None])[0], "weight", None)
@@ -316,10 +344,49 @@ def _streamed_transform(
     if width >= graph.num_features:
         return None
     chunk = batch_size  # halves with the batch size on out-of-memory
-    out = torch.empty(ids.numel(), width)
+    out = Rows(ids.numel(), width, scratch and scratch / "transform0.f32")
     for start in range(0, ids.numel(), chunk):
         rows = ids[start : start + chunk]
         hook("layer0 transform", rows.numel())
         x = x_sparse.rows(rows) if x_sparse is not None else graph.feature_rows(rows).float()
-        out[start : start + rows.numel()] = encoder.transform(0, x.to(device)).float().cpu()
-    return out
+        out.append(encoder.transform(0, x.to(device)).float().cpu())
+    return out.done()
+
+
+class Rows:
+    """A float32 ``[rows, width]`` array filled in order by :meth:`append`, in memory or, with
+    ``path``, in a file (written sequentially, read back with positioned reads: no mapping, so
+    neither counts towards the process's resident memory)."""
+
+    def __init__(self, rows: int, width: int, path: Path | None = None):
+        self.shape = (rows, width)
+        self.path = path
+        self.filled = 0
+        self._tensor = torch.empty(rows, width) if path is None else None
+        self._file = open(path, "wb") if path is not None else None  # noqa: SIM115
+        self._reader: RowReader | None = None
+
+    def append(self, block: Tensor) -> None:
+        n = block.shape[0]
+        if self._file is not None:
+            block.numpy().astype(np.float32, copy=False).tofile(self._file)
+        else:
+            self._tensor[self.filled : self.filled + n] = block
+        self.filled += n
+
+    def done(self) -> Rows:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._reader = RowReader(self.path, 0, self.shape, np.dtype(np.float32))
+        return self
+
+    def take(self, index: Tensor) -> Tensor:
+        if self._reader is None:
+            return self._tensor.index_select(0, index)
+        return torch.from_numpy(self._reader.take(index.numpy()))
+
+    def all(self) -> Tensor:
+        if self._reader is None:
+            return self._tensor
+        return torch.from_numpy(np.fromfile(self.path, np.float32).reshape(self.shape))

@@ -279,11 +279,34 @@ def test_layerwise_inference_from_a_store_equals_the_in_memory_graph(
     nodes = torch.tensor([5, 599, 0, 42])
     for subset in (None, nodes):
         expected = layerwise(model, graph, CPU, batch_size=100, nodes=subset)
-        got = layerwise(model, stored, CPU, batch_size=100, nodes=subset, fault_hook=hook)
+        got = layerwise(model, stored, CPU, 100, nodes=subset, fault_hook=hook, spill=True)
         assert torch.equal(got, expected)
     assert "layer0.f32" in spilled
     assert ("transform0.f32" in spilled) == (features == 64)
     assert list(scratch.iterdir()) == []  # removed afterwards
+
+
+@pytest.mark.parametrize(("available", "spills"), [(1 << 40, False), (1 << 10, True)])
+def test_intermediates_spill_to_scratch_only_when_they_would_not_fit(
+    tmp_path, monkeypatch, available, spills
+):
+    from agc_cli.engine import inference
+
+    stored = _stored(tmp_path)
+    model = _session(stored).model
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setattr(inference, "_available", lambda: available)
+    seen: set[str] = set()
+    layerwise(model, stored, CPU, 100, fault_hook=lambda *_: seen.update(
+        p.name for p in scratch.glob("agc-infer-*/*.f32")))  # fmt: skip
+    assert bool(seen) == spills
+
+
+def _stored(tmp_path):
+    store.write_synthetic(synthetic.parse_synthetic(SPEC), tmp_path / "s")
+    return store.open_store(tmp_path / "s")
 
 
 def test_loader_batches_from_a_store_carry_the_in_memory_features(tmp_path):

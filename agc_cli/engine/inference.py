@@ -16,10 +16,12 @@ otherwise every batch reads its sources' raw features, i.e. each node's features
 batch it neighbours, which for a store larger than RAM means random reads of ~degree times
 the feature file.
 
-For an on-disk store (a graph larger than RAM) those per-node intermediates (the first
-transform, each layer's outputs) are written in node order to a scratch directory (under
-``TMPDIR``, removed afterwards) and read back with the store's positioned reads, so the
-process holds about one ``N × out`` array (the result) instead of several.
+Those per-node intermediates (the first transform, each layer's outputs) live in memory. When
+they would not fit (more than :data:`SPILL_FRACTION` of the available RAM, or ``spill=True``)
+they are written in node order to a scratch directory (under ``TMPDIR``, removed afterwards)
+and read back with the store's positioned reads: no mapping, so they do not count towards the
+process's resident memory, but a batch's scattered rows cost one read each (several times
+slower than gathering from memory).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch
 from torch import Tensor
 
 from agc_cli.data.graph import Graph
-from agc_cli.data.store import RowReader, StoredGraph
+from agc_cli.data.store import RowReader
 from agc_cli.engine.memory import MemoryMonitor, PeakMemory
 from agc_cli.errors import AgcError
 from agc_cli.models.base import ClusteringModel
@@ -44,6 +46,7 @@ from agc_cli.models.sparse import SparseMatrix
 from agc_cli.sampling import derive_seed, sample_without_replacement
 
 MIN_BATCH = 32
+SPILL_FRACTION = 0.8  # of the available RAM that in-memory intermediates may take
 MAX_HALVINGS = 6
 
 # Called before each unit of work with (stage, batch size); tests raise an OOM error here to
@@ -223,9 +226,16 @@ def layerwise(
     nodes: Tensor | None = None,
     seed: int = 0,
     fault_hook: FaultHook | None = None,
+    spill: bool | None = None,
 ) -> Tensor:
-    """Layer-by-layer inference in batches of destination nodes (see module docstring)."""
-    if isinstance(graph, StoredGraph):
+    """Layer-by-layer inference in batches of destination nodes (see module docstring).
+
+    ``spill``: keep per-node intermediates in scratch files (``None``: when they would take
+    more than :data:`SPILL_FRACTION` of the available RAM).
+    """
+    if spill is None:
+        spill = _intermediate_bytes(model.encoder, graph, nodes) > SPILL_FRACTION * _available()
+    if spill:
         with tempfile.TemporaryDirectory(prefix="agc-infer-") as scratch:
             return _layerwise(model, graph, device, batch_size, fan_out, nodes, seed,
                               fault_hook, Path(scratch))  # fmt: skip
@@ -323,6 +333,22 @@ def _layerwise(
         emb = emb.index_select(0, position[nodes.long()])
         position[final_ids] = -1
     return emb
+
+
+def _available() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def _intermediate_bytes(encoder, graph: Graph, nodes: Tensor | None) -> int:
+    """Peak bytes of in-memory intermediates for every node: the first transform with layer 1's
+    outputs, or two consecutive layers' outputs (an upper bound for node subsets)."""
+    hidden = int(getattr(encoder, "hidden_channels", 0) or getattr(encoder, "out_channels", 0))
+    weight = getattr(getattr(encoder, "convs", [None])[0], "weight", None)
+    first = int(weight.shape[1]) if weight is not None else 0
+    rows = graph.num_nodes if nodes is None else min(graph.num_nodes, 1000 * nodes.numel())
+    return rows * 4 * max(first + hidden, 2 * hidden)
 
 
 def _streamed_transform(

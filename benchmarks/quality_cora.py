@@ -16,9 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from sklearn.cluster import KMeans
-from sklearn.metrics import normalized_mutual_info_score
+from quality_common import add_common_args, apply_common_args, kmeans_nmi
 
 from agc_cli.data.sources import load_graph
 from agc_cli.models import MODELS, GraphBatch, get_model_class
@@ -50,25 +48,16 @@ def run(model_name: str, seed: int, graph, overrides: dict) -> tuple[float, floa
     model.eval()
     with torch.no_grad():
         z = model.embed(batch)
-    if settings.normalize_embeddings:
-        z = F.normalize(z, dim=1)
-    labels = KMeans(n_clusters=graph.num_classes, n_init=10, random_state=seed).fit_predict(
-        z.numpy()
-    )
-    return 100 * normalized_mutual_info_score(graph.y.numpy(), labels), seconds
+    nmi = kmeans_nmi(z, graph.y.numpy(), graph.num_classes, seed, settings.normalize_embeddings)
+    return nmi, seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="all", help="a method name or 'all'")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="settings overrides"
-    )
+    add_common_args(parser, seeds=[0])
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = apply_common_args(args)
     names = sorted(MODELS) if args.model == "all" else [args.model.lower()]
     with tempfile.TemporaryDirectory() as cache:
         graph = load_graph("Cora", DATA, Path(cache))

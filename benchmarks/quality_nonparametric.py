@@ -18,9 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from sklearn.cluster import KMeans
-from sklearn.metrics import normalized_mutual_info_score
+from quality_common import add_common_args, apply_common_args, kmeans_nmi
 
 from agc_cli.data.graph import Graph
 from agc_cli.data.sources import load_graph
@@ -39,8 +37,11 @@ REFERENCE_NMI = {
 }
 
 
-def embed(name: str, graph: Graph, overrides: dict, by_layer: bool) -> tuple[torch.Tensor, float]:
-    """Embeddings of every node with the preset; returns (embeddings, seconds)."""
+def embed(
+    name: str, graph: Graph, overrides: dict, by_layer: bool
+) -> tuple[torch.Tensor, float, bool]:
+    """Embeddings of every node with the preset; returns (embeddings, seconds, whether the
+    preset L2-normalises them before k-means)."""
     settings = Settings(**{**model_preset(name, graph.name), **overrides, "model": name})
     model = METHODS[name].from_settings(
         graph.num_features, graph.num_nodes, graph.num_classes, settings
@@ -52,35 +53,27 @@ def embed(name: str, graph: Graph, overrides: dict, by_layer: bool) -> tuple[tor
         else:
             z = model.embed(GraphBatch.full(graph))
     seconds = time.perf_counter() - start
-    if settings.normalize_embeddings:
-        z = F.normalize(z, dim=1)
-    return z, seconds
+    return z, seconds, settings.normalize_embeddings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="all", help=f"one of {', '.join(METHODS)} or 'all'")
     parser.add_argument("--dataset", default="Cora", help="Cora, CiteSeer, Photo or Physics")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=2)
+    add_common_args(parser, seeds=[0, 1, 2])
     parser.add_argument("--layerwise", action="store_true", help="exact layer-wise inference")
-    parser.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="settings overrides"
-    )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = apply_common_args(args)
     names = list(METHODS) if args.model == "all" else [args.model.lower()]
     with tempfile.TemporaryDirectory() as cache:
         graph = load_graph(args.dataset, DATA, Path(cache))
     labels = graph.y.numpy()
     for name in names:
-        z, seconds = embed(name, graph, overrides, args.layerwise)
+        z, seconds, normalize = embed(name, graph, overrides, args.layerwise)
         scores = []
         start = time.perf_counter()
         for seed in args.seeds:
-            kmeans = KMeans(n_clusters=graph.num_classes, n_init=10, random_state=seed)
-            scores.append(100 * normalized_mutual_info_score(labels, kmeans.fit_predict(z)))
+            scores.append(kmeans_nmi(z, labels, graph.num_classes, seed, normalize))
         kmeans_seconds = (time.perf_counter() - start) / len(args.seeds)
         mean = sum(scores) / len(scores)
         spread = max(scores) - min(scores)

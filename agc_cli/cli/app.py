@@ -8,7 +8,7 @@ import sys
 import typer
 
 from agc_cli import __version__
-from agc_cli.cli import cluster, convert, infer, profile, resume, run, stats, train
+from agc_cli.cli import cluster, convert, infer, profile, render, resume, run, stats, train
 from agc_cli.cli.render import err_console
 from agc_cli.engine.distributed import DistContext
 from agc_cli.errors import AgcError, SettingsError, UsageError
@@ -47,7 +47,10 @@ def _root(
 ) -> None:
     """Exit codes: 0 ok, 1 internal error, 2 usage/settings, 3 input data, 4 checkpoint/resume,
     5 training diverged, 130 interrupted (checkpoint written)."""
-    if DistContext.from_env().enabled and ctx.invoked_subcommand not in DATA_PARALLEL:
+    place = DistContext.from_env()
+    if place.rank > 0:
+        render.set_quiet()  # rank 0 alone talks; errors still print (labelled)
+    if place.enabled and ctx.invoked_subcommand not in DATA_PARALLEL:
         raise UsageError(
             f"agc {ctx.invoked_subcommand} runs in one process; under torchrun use "
             "`agc train` or `agc resume`, then infer and cluster the run without torchrun"

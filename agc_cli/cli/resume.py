@@ -58,8 +58,6 @@ def resume(
             argv += [f"--{key.replace('_', '-')}", str(value)]
         render.note(f"resuming {run_dir} in {nproc_per_node} data-parallel processes ...")
         raise typer.Exit(distributed.launch(nproc_per_node, argv))
-    if distributed.DistContext.from_env().rank > 0:
-        render.set_quiet()
     try:
         _resume(run_dir, overrides, checkpoint, best)
     finally:

@@ -88,8 +88,6 @@ def start_session(settings: Settings) -> tuple[Session, RunDir | None]:
     In a data-parallel run, rank 0 alone creates the run directory and talks; the other ranks
     get ``None`` (and fail with rank 0's error if it could not create one).
     """
-    if distributed.DistContext.from_env().rank > 0:
-        render.set_quiet()
     render.note(f"loading {settings.dataset} ...")
     session = open_session(settings)
     if session.mode_reason:

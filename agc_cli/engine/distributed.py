@@ -185,20 +185,3 @@ def launch(nproc_per_node: int, argv: Sequence[str]) -> int:
         code = codes[0]
         return 128 - code if code < 0 else (code or 1)  # killed by a signal: 128 + signal
     return 0
-
-
-def strip_option(argv: Sequence[str], option: str) -> list[str]:
-    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg == option:
-            skip = True
-            continue
-        if arg.startswith(option + "="):
-            continue
-        out.append(arg)
-    return out

@@ -26,6 +26,7 @@ slower than gathering from memory).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -233,13 +234,30 @@ def layerwise(
     ``spill``: keep per-node intermediates in scratch files (``None``: when they would take
     more than :data:`SPILL_FRACTION` of the available RAM).
     """
-    if spill is None:
-        spill = _intermediate_bytes(model.encoder, graph, nodes) > SPILL_FRACTION * _available()
-    if spill:
-        with tempfile.TemporaryDirectory(prefix="agc-infer-") as scratch:
-            return _layerwise(model, graph, device, batch_size, fan_out, nodes, seed,
-                              fault_hook, Path(scratch))  # fmt: skip
-    return _layerwise(model, graph, device, batch_size, fan_out, nodes, seed, fault_hook, None)
+    encoder = model.encoder
+    need = _needed_nodes(graph, nodes, encoder.num_layers)
+    # Layer 0's transform of every node whose features it reads (need[0] and its neighbours),
+    # in one ordered pass, when it is narrower than the features (cheaper to keep and gather).
+    width = _first_transform_width(encoder, graph)
+    inputs = need[0]
+    if width is not None and nodes is not None:
+        src, _, _ = _neighbourhood(graph.colptr, graph.row, need[0], -1, None)
+        inputs = torch.unique(torch.cat([need[0], src]))
+    if spill is None:  # at most: the transform plus two layers' outputs for the most rows
+        rows = max([inputs.numel() if width else 0, *(ids.numel() for ids in need)])
+        # Layer outputs: the hidden width (propagation alone keeps the feature width).
+        hidden = int(getattr(encoder, "hidden_channels", 0) or graph.num_features)
+        spill = 4 * rows * ((width or 0) + 2 * hidden) > SPILL_FRACTION * _available()
+    with contextlib.ExitStack() as stack:
+        scratch = (
+            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agc-infer-")))
+            if spill
+            else None
+        )
+        return _layerwise(
+            model, graph, device, batch_size, fan_out, nodes, seed, fault_hook, need,
+            (inputs, width), scratch,
+        )  # fmt: skip
 
 
 def _layerwise(
@@ -251,14 +269,17 @@ def _layerwise(
     nodes: Tensor | None,
     seed: int,
     fault_hook: FaultHook | None,
+    need: list[Tensor],
+    first: tuple[Tensor, int | None],
     scratch: Path | None,
 ) -> Tensor:
-    """:func:`layerwise`; with ``scratch``, per-node intermediates live in files there."""
+    """:func:`layerwise` with its plan: the nodes each layer outputs, layer 0's transformed
+    inputs and width (``None``: raw rows per batch), the scratch folder (``None``: memory)."""
     encoder = model.encoder
     layers = encoder.num_layers
     hook = fault_hook or (lambda stage, size: None)
     model.to(device)
-    need = _needed_nodes(graph, nodes, layers)
+    inputs, width = first
     degree = graph.degree().float()
     x_sparse = SparseMatrix.from_csr(graph.x) if graph.sparse_features else None
     # Layer inputs live on the CPU, indexed by global id through `position`.
@@ -269,13 +290,10 @@ def _layerwise(
     # need the last layer, so earlier layers' outputs are dropped as soon as they are used.
     keep_all = getattr(encoder, "needs_all_layers", encoder.jk in ("cat", "max"))
     outputs: list[tuple[Tensor, Tensor]] = []  # per layer (ids, outputs) when keep_all
-    # Layer 0's transform of every needed node, in one ordered pass, when it is narrower than
-    # the features (it is then cheaper to keep and to gather than the raw rows).
-    inputs = need[0]  # nodes whose raw features layer 0 reads: need[0] and its neighbours
-    if nodes is not None:
-        src, _, _ = _neighbourhood(graph.colptr, graph.row, need[0], -1, None)
-        inputs = torch.unique(torch.cat([need[0], src]))
-    t0 = _streamed_transform(encoder, graph, x_sparse, inputs, device, batch_size, hook, scratch)
+    t0 = None
+    if width is not None:
+        t0 = _streamed_transform(encoder, graph, x_sparse, inputs, width, device, batch_size,
+                                 hook, scratch)  # fmt: skip
     for i in range(layers):
         ids = need[i]
         out = None
@@ -341,14 +359,13 @@ def _available() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def _intermediate_bytes(encoder, graph: Graph, nodes: Tensor | None) -> int:
-    """Peak bytes of in-memory intermediates for every node: the first transform with layer 1's
-    outputs, or two consecutive layers' outputs (an upper bound for node subsets)."""
-    hidden = int(getattr(encoder, "hidden_channels", 0) or getattr(encoder, "out_channels", 0))
+def _first_transform_width(encoder, graph: Graph) -> int | None:
+    """Width of layer 0's transform when it is narrower than the features, else ``None``."""
     weight = getattr(getattr(encoder, "convs", [None])[0], "weight", None)
-    first = int(weight.shape[1]) if weight is not None else 0
-    rows = graph.num_nodes if nodes is None else min(graph.num_nodes, 1000 * nodes.numel())
-    return rows * 4 * max(first + hidden, 2 * hidden)
+    if not hasattr(encoder, "layer_forward_transformed") or weight is None:
+        return None
+    width = int(weight.shape[1])
+    return width if width < graph.num_features else None
 
 
 def _streamed_transform(
@@ -356,19 +373,13 @@ def _streamed_transform(
     graph: Graph,
     x_sparse: SparseMatrix | None,
     ids: Tensor,
+    width: int,
     device: torch.device,
     batch_size: int,
     hook: FaultHook,
     scratch: Path | None,
-) -> Rows | None:
-    """``transform(0, x)`` of the rows ``ids`` (sorted), read in order in chunks; ``None`` when
-    the transform is not narrower than the features (or the encoder has no such split)."""
-    weight = getattr(getattr(encoder, "convs", [None])[0], "weight", None)
-    if not hasattr(encoder, "layer_forward_transformed") or weight is None or ids.numel() == 0:
-        return None
-    width = int(weight.shape[1])
-    if width >= graph.num_features:
-        return None
+) -> Rows:
+    """``transform(0, x)`` (``width`` columns) of the rows ``ids`` (sorted), read in order."""
     chunk = batch_size  # halves with the batch size on out-of-memory
     out = Rows(ids.numel(), width, scratch and scratch / "transform0.f32")
     for start in range(0, ids.numel(), chunk):

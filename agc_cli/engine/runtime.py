@@ -51,6 +51,17 @@ def make_grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.a
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global random streams."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def configure_threads(processes: int | None = None) -> int:
     """Use cores ÷ processes intra-op threads (at least one); returns the count.
 

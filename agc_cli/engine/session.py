@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from agc_cli.data.graph import Graph
@@ -16,7 +14,7 @@ from agc_cli.engine.distributed import SINGLE, DistContext
 from agc_cli.engine.planner import detect_device, recommend
 from agc_cli.engine.progress import NullProgress, Progress
 from agc_cli.engine.rundir import RunDir
-from agc_cli.engine.runtime import configure_threads, resolve_device
+from agc_cli.engine.runtime import configure_threads, resolve_device, seed_everything
 from agc_cli.engine.trainer import Trainer, TrainResult
 from agc_cli.errors import UsageError
 from agc_cli.models.base import ClusteringModel
@@ -71,12 +69,6 @@ class Session:
                 f"{torch.get_num_threads()} thread(s) each"
             )
         return out
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def resolve_mode(settings: Settings, graph: Graph, device: torch.device) -> tuple[bool, str | None]:

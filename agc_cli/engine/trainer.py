@@ -40,7 +40,7 @@ from agc_cli.engine.memory import MemoryMonitor, PeakMemory
 from agc_cli.engine.profiling import NullProfiler, stage
 from agc_cli.engine.progress import NullProgress, Progress
 from agc_cli.engine.rundir import RunDir
-from agc_cli.engine.runtime import autocast, autocast_dtype, make_grad_scaler
+from agc_cli.engine.runtime import autocast, autocast_dtype, make_grad_scaler, seed_everything
 from agc_cli.errors import DivergedError, InterruptedRun, UsageError
 from agc_cli.models.base import ClusteringModel
 from agc_cli.models.batch import GraphBatch
@@ -132,7 +132,7 @@ class Trainer:
                 )
             self._ddp = wrap(self.model, device)  # rank 0's initial weights on every rank
             # Dropout masks and corruptions differ per rank (a pure function of seed and rank).
-            self._seed_rank_streams(derive_seed(settings.seed, 0xD15, self.dist.rank))
+            seed_everything(derive_seed(settings.seed, 0xD15, self.dist.rank))
 
     # ----- checkpoint state -------------------------------------------------------------------
 
@@ -148,7 +148,6 @@ class Trainer:
             "settings": self.settings.to_yaml_dict(),
             "trainer": self.state.state_dict(),
             "mini_batch": bool(self.mini_batch),
-            "rng": ranks[0]["rng"],
             "world_size": self.dist.world_size,
             "ranks": ranks,
         }
@@ -172,7 +171,7 @@ class Trainer:
             return
         # Another process count: the epoch's remaining seeds are re-sharded from the recorded
         # position, random streams re-derived; the partial epoch's sums go to rank 0.
-        self._seed_rank_streams(derive_seed(self.settings.seed, 0x5EA, self.state.step, rank))
+        seed_everything(derive_seed(self.settings.seed, 0x5EA, self.state.step, rank))
         if rank > 0:
             self.state.epoch_loss_sum, self.state.epoch_weight, self.state.epoch_parts = 0.0, 0, {}
         elif all(r.get("partial") is not None for r in ranks):
@@ -199,16 +198,6 @@ class Trainer:
         self.state.epoch_loss_sum = float(partial[0])
         self.state.epoch_weight = int(partial[1])
         self.state.epoch_parts = dict(partial[2])
-
-    @staticmethod
-    def _seed_rank_streams(seed: int) -> None:
-        import random
-
-        import numpy as np
-
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
 
     def save(self, kind: str = "last") -> None:
         """Write ``last.pt`` (plus a numbered copy, pruned to ``keep_checkpoints``) or

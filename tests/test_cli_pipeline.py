@@ -6,6 +6,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 from cli_helpers import run_agc
 
@@ -100,3 +101,17 @@ def test_run_main_job_summary(capsys, tmp_path):
         assert stage in r.out
     assert "NMI=" in r.out
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--bogus"], "No such option: --bogus"),
+        (["train", "--nproc-per-node", "abc"], "Invalid value for '--nproc-per-node'"),
+        (["cluster", "--runs", "many"], "Invalid value for '--runs'"),
+    ],
+)
+def test_malformed_flags_exit_2_with_one_error_line(capsys, args, message):
+    result = run_agc(capsys, *args)
+    assert result.code == 2
+    assert message in result.err and "Traceback" not in result.err

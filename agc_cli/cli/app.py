@@ -77,12 +77,11 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - last-resort handler for the user interface
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        click_error, usage_error = _click_errors()
+        if isinstance(exc, click_error):
             exc.show()
-            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(2 if isinstance(exc, usage_error) else exc.exit_code)
+        if isinstance(exc, typer.Abort):
             err_console.print("aborted", markup=False)
             sys.exit(130)
         if os.environ.get("AGC_DEBUG"):
@@ -94,3 +93,13 @@ def main() -> None:
         )
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_errors() -> tuple[type[Exception], type[Exception]]:
+    """``(ClickException, UsageError)`` of the click Typer runs on: the ``click`` package, or
+    the copy newer Typer releases vendor as ``typer._click``."""
+    try:
+        from click import exceptions
+    except ImportError:
+        from typer._click import exceptions
+    return exceptions.ClickException, exceptions.UsageError

@@ -66,7 +66,7 @@ def top_eigenvectors(
         null: ``(u, c)`` for a rank-one term to subtract (``None``: the plain ``Z Zᵀ``).
 
     Returns:
-        ``[n, dim]`` orthonormal columns.
+        ``[n, dim]`` orthonormal columns, each signed so its largest-magnitude entry is positive.
     """
     n = z.shape[0]
     width = min(dim + OVERSAMPLE, n)
@@ -83,7 +83,11 @@ def top_eigenvectors(
     for _ in range(iterations):
         q = torch.linalg.qr(apply(q)).Q
     values, vectors = torch.linalg.eigh(q.T @ apply(q))
-    return q @ vectors[:, values.argsort(descending=True)[:dim]]
+    top = q @ vectors[:, values.argsort(descending=True)[:dim]]
+    # Eigenvectors are defined up to sign; fix it (largest-magnitude entry positive) so that
+    # equal inputs computed along different paths give equal embeddings.
+    pivot = top.abs().argmax(dim=0)
+    return top * torch.sign(top[pivot, torch.arange(top.shape[1])])
 
 
 class S2CAG(TrainingFreeModel):

@@ -197,3 +197,18 @@ def test_multi_gpu_reason(count, hint):
     assert multi == (
         ["4 GPUs visible: train data-parallel with --nproc-per-node 4"] if hint else []
     )
+
+
+def test_mini_batch_features_of_bag_of_words_count_non_zeros_not_nodes_times_features():
+    settings = load_settings({"model": "dgi", "fan_out": [15], "batch_size": 2048})
+    sizes = {}
+    for density in (0.004, 1.0):
+        graph = GraphInfo("g", "catalog", 34_493, 495_924, 8_415, 5, feature_density=density)
+        sizes[density] = estimate(graph, settings)["mini_batch_train"].components["batch features"]
+    hop_nodes, _ = expected_sampled(34_493, 495_924 / 34_493, 2048, [15])
+    rows = sum(hop_nodes)
+    assert sizes[1.0] == rows * 8_415 * 4
+    nnz = rows * 8_415 * 0.004
+    # CSR rows (value + column per non-zero) and the transposed structure of the backward pass.
+    assert nnz * 12 < sizes[0.004] < nnz * 40 + rows * 8
+    assert sizes[0.004] < sizes[1.0] / 20

@@ -256,11 +256,14 @@ def test_loader_batches_hold_features_labels_and_local_edges(graph):
         assert batch.input_id.numel() == batch.batch_size
 
 
-def test_loader_gathers_dense_rows_from_sparse_features(graph):
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_loader_keeps_sparse_feature_rows_sparse(graph, num_workers):
     graph.x = (graph.x > 1.0).float().to_sparse_csr()
-    batch = next(iter(make_loader(graph, None, [3], batch_size=8, seed=0)))
-    assert batch.x.layout == torch.strided
-    assert torch.equal(batch.x, graph.x.to_dense()[batch.n_id])
+    loader = make_loader(graph, None, [3], batch_size=8, seed=0, num_workers=num_workers)
+    batch = next(iter(loader))
+    assert batch.x.layout == torch.sparse_csr
+    assert batch.x.values().numel() == int((graph.x.to_dense()[batch.n_id] != 0).sum())
+    assert torch.equal(batch.x.to_dense(), graph.x.to_dense()[batch.n_id])
 
 
 def test_loader_with_workers_and_memory_mapped_topology_matches_in_process(graph, tmp_path):

@@ -77,6 +77,16 @@ class Graph:
             return csr_rows(self.x, index)
         return self.x.index_select(0, index)
 
+    def sparse_feature_rows(self, index: Tensor) -> Tensor:
+        """The rows ``index`` of sparse (CSR) features as a float32 CSR tensor, never densified.
+
+        Only the gathered entries are read and converted (int64 columns, float32 values), so a
+        memory-mapped store with int32 columns or float16 values costs O(rows' non-zeros).
+        """
+        if not self.sparse_features:
+            raise ValueError("sparse_feature_rows: the features are dense")
+        return csr_row_subset(self.x, index)
+
     def dense_features(self) -> Tensor:
         return self.x.to_dense() if self.sparse_features else self.x
 
@@ -151,17 +161,36 @@ def row_normalize(x: Tensor) -> Tensor:
 
 def csr_rows(x: Tensor, index: Tensor) -> Tensor:
     """Dense ``[len(index), F]`` rows of a sparse CSR matrix, gathered without a Python loop."""
-    crow, cols, values = x.crow_indices(), x.col_indices(), x.values()
-    index = index.to(crow.device).long()
-    starts = crow[index]
-    counts = crow[index + 1] - starts
+    out_row, pos, _ = _csr_entries(x.crow_indices(), index)
+    values = x.values()
     out = torch.zeros(index.numel(), x.shape[1], dtype=values.dtype, device=values.device)
+    if pos.numel():
+        out[out_row, x.col_indices()[pos].long()] = values[pos]
+    return out
+
+
+def csr_row_subset(x: Tensor, index: Tensor) -> Tensor:
+    """Rows ``index`` (in that order, repeats allowed) of a CSR matrix as a float32 CSR tensor."""
+    _, pos, counts = _csr_entries(x.crow_indices(), index)
+    new_crow = torch.zeros(counts.numel() + 1, dtype=torch.long, device=counts.device)
+    torch.cumsum(counts, 0, out=new_crow[1:])
+    return torch.sparse_csr_tensor(
+        new_crow, x.col_indices()[pos].long(), x.values()[pos].float(),
+        size=(index.numel(), x.shape[1]), check_invariants=False,
+    )  # fmt: skip
+
+
+def _csr_entries(crow: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """For the rows ``index`` of a CSR matrix: the output row of every gathered entry, its
+    position in the CSR arrays (row start plus rank within the row) and the entries per row,
+    without a Python loop."""
+    index = index.to(crow.device).long()
+    starts = crow[index].long()
+    counts = crow[index + 1].long() - starts
     total = int(counts.sum())
-    if total == 0:
-        return out
-    out_row = torch.repeat_interleave(torch.arange(index.numel(), device=crow.device), counts)
-    # Position of each gathered entry inside the CSR arrays: its row's start plus its rank.
+    out_row = torch.repeat_interleave(
+        torch.arange(index.numel(), device=crow.device), counts, output_size=total
+    )
     offsets = torch.cumsum(counts, 0) - counts
     pos = starts[out_row] + torch.arange(total, device=crow.device) - offsets[out_row]
-    out[out_row, cols[pos]] = values[pos]
-    return out
+    return out_row, pos, counts

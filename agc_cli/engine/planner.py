@@ -28,6 +28,9 @@ USABLE_FRACTION = 0.85
 TRAIN_TENSORS_PER_LAYER = 4.0
 INFER_TENSORS = 3.0  # layer input, transformed, output (no autograd)
 ADJ_BYTES_PER_EDGE = 12  # int64 column index + fp32 value
+# Transposed structure of sparse features for the first layer's weight gradient: int64 column
+# and int64 position per non-zero, plus the gathered fp32 value.
+SPARSE_TRANSPOSE_BYTES = 20
 EDGE_INDEX_BYTES = 16  # int64 [2, E]
 BUILD_BYTES_PER_EDGE = 40  # transients while building the adjacency and its backward (measured)
 # Extra passes over the encoder activations per method (DGI: clean + corrupted, CCASSG: two
@@ -213,10 +216,17 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
     passes = ACTIVATION_PASSES.get(model, 1.0)
     avg_deg = e / max(n, 1)
 
-    def feature_bytes(rows: int) -> int:
-        if info.feature_density < 0.1:  # kept sparse: value + int64 column per non-zero
-            return int(rows * f * info.feature_density * 12 + rows * 8)
-        return rows * f * 4
+    sparse_features = info.feature_density < 0.1
+
+    def feature_bytes(rows: int, backward: bool = False) -> int:
+        if not sparse_features:
+            return rows * f * 4
+        # Kept sparse: a value and an int64 column per non-zero, a row pointer per row; the
+        # weight gradient of the first layer adds the transposed structure (column, position
+        # and value per non-zero).
+        nnz = rows * f * info.feature_density
+        per_nnz = 12 + (SPARSE_TRANSPOSE_BYTES if backward else 0)
+        return int(nnz * per_nnz + rows * 8)
 
     def params() -> int:
         count = f * h + (layers - 1) * h * h + layers * h
@@ -255,7 +265,7 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
         return {}
 
     full_train = {
-        "features": feature_bytes(n),
+        "features": feature_bytes(n, backward=True),
         "topology (adjacency)": adjacency(e + n, train=True),
         "activations": encoder_activations([], [], train=True),
         "parameters + optimizer": params(),
@@ -272,7 +282,7 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
     hop_nodes, hop_edges = expected_sampled(n, avg_deg, batch, fan_out)
     sampled = sum(hop_nodes)
     mini_train = {
-        "batch features": sampled * f * 4,
+        "batch features": feature_bytes(sampled, backward=True),
         "batch topology": sum(hop_edges) * (16 + ADJ_BYTES_PER_EDGE * 2),
         "activations": encoder_activations(hop_nodes, hop_edges, train=True),
         "parameters + optimizer": params(),
@@ -281,7 +291,12 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
     infer_fan = settings.infer_fan_out
     sources = infer_batch * (avg_deg if infer_fan < 0 else min(infer_fan, avg_deg))
     mini_infer = {
-        "batch inputs": int(min(sources + infer_batch, n) * max(f, h) * 4),
+        "batch inputs": int(
+            max(
+                feature_bytes(int(min(sources + infer_batch, n))),
+                min(sources + infer_batch, n) * h * 4,
+            )
+        ),  # fmt: skip
         "batch topology": int(sources * (16 + ADJ_BYTES_PER_EDGE)),
         "activations": int(infer_batch * h * act_bytes * INFER_TENSORS),
         "parameters": params() // 4,

@@ -153,15 +153,18 @@ class GraphBatch:
         """A batch from the neighbour sampler's PyG ``Data``.
 
         ``data`` has ``edge_index`` (local, source -> target), ``n_id``, ``batch_size`` and
-        ``num_sampled_nodes``/``num_sampled_edges`` (per hop, PyG's conventions). Its ``x`` is
-        used when present; otherwise the rows are gathered from ``graph`` (sparse stays sparse).
+        ``num_sampled_nodes``/``num_sampled_edges`` (per hop, PyG's conventions). Its ``x``
+        (dense rows or CSR rows) is used when present; otherwise the rows are gathered from
+        ``graph``. Sparse features stay sparse either way.
         """
         n_id = data.n_id
         x = getattr(data, "x", None)
         if x is None and graph.sparse_features:
-            x = SparseMatrix.from_csr(graph.x).rows(n_id)
+            x = graph.sparse_feature_rows(n_id)
         elif x is None:
             x = graph.x.index_select(0, n_id.to(graph.x.device))
+        if x.layout == torch.sparse_csr:
+            x = SparseMatrix.from_csr(x)
         # Degrees of the local nodes only, read off the CSC pointers: O(batch), not O(N).
         index = n_id.to(graph.colptr.device)
         degree = graph.colptr[index + 1] - graph.colptr[index]

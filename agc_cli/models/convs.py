@@ -55,6 +55,8 @@ class TransformPropagateConv(nn.Module):
         return self.weight[:, self._slices[name]]
 
     def part(self, t: Tensor, name: str) -> Tensor:
+        if len(self.parts) == 1:  # the whole transform: no slice (its backward would copy)
+            return t
         return t[:, self._slices[name]]
 
     def transform(self, x: Features) -> Tensor:

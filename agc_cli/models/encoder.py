@@ -209,7 +209,9 @@ class Encoder(nn.Module):
                 h = self.layer_forward(i, h, batch.block(i, self.num_layers))
                 outputs.append(h)
             # Earlier layers also computed outer-hop nodes; JK combines the seeds' rows only.
-            return self.combine([out[: h.shape[0]] for out in outputs])
+            return self.combine(
+                [out[: h.shape[0]] if len(out) > len(h) else out for out in outputs]
+            )
 
     def _finish(self, i: int, h: Tensor) -> Tensor:
         return self.acts[i](self.norms[i](h))

@@ -1,12 +1,14 @@
 """Mini-batch loaders: PyG's ``NodeLoader`` driven by agc's (or PyG's) neighbour sampler.
 
-Batches are PyG ``Data`` objects with ``x`` (dense float rows of the sampled nodes, seeds first),
+Batches are PyG ``Data`` objects with ``x`` (float rows of the sampled nodes, seeds first: dense, or
+a sparse CSR tensor when the graph's features are sparse),
 ``edge_index`` (local ids, neighbour -> sampled node), ``n_id``, ``e_id``, ``batch_size``,
 ``num_sampled_nodes``, ``num_sampled_edges``, ``input_id`` and ``y`` when the graph has labels.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -33,14 +35,21 @@ from agc_cli.sampling.shard import shard_batches
 
 SAMPLER_KINDS = ("auto", "agc", "pyg")
 
+# CSR feature rows cross from DataLoader workers through torch's sparse rebuild, which warns on
+# every batch; the rows were built by agc from a valid CSR matrix.
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+
 GraphSource = Graph | tuple[FeatureStore, GraphStore]
 
 
 class GraphFeatureStore(FeatureStore):
     """Read-only PyG ``FeatureStore`` over a :class:`Graph`'s ``x`` (and ``y``).
 
-    Rows come out dense: sparse CSR features, and the rows of an on-disk store (read in file
-    order, float32 whatever the stored dtype), are gathered with :meth:`Graph.feature_rows`.
+    Sparse (bag-of-words) features come out as float32 CSR rows
+    (:meth:`Graph.sparse_feature_rows`): a sampled block of such features is 99% zeros, and
+    densifying it would make the first layer a dense ``[nodes, features]`` product. Dense rows
+    of an on-disk store (read in file order, float32 whatever the stored dtype) are gathered
+    with :meth:`Graph.feature_rows`.
     """
 
     def __init__(self, graph: Graph):
@@ -67,7 +76,9 @@ class GraphFeatureStore(FeatureStore):
         index = torch.as_tensor(index, dtype=torch.long)
         if attr.attr_name == "x":
             index = index.to(self.graph.x.device)
-            if self.graph.sparse_features or isinstance(self.graph, StoredGraph):
+            if self.graph.sparse_features:
+                return self.graph.sparse_feature_rows(index)
+            if isinstance(self.graph, StoredGraph):
                 return self.graph.feature_rows(index)
             # PyG's gather writes into shared memory inside a DataLoader worker, sparing the
             # copy the worker would otherwise make to send the batch.

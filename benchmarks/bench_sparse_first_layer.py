@@ -1,7 +1,7 @@
 """Sparse vs dense first layer on the same sampled mini-batches of a bag-of-words graph.
 
     python benchmarks/bench_sparse_first_layer.py [--dataset Physics] [--root ../shared/data]
-        [--batches 4] [--model dgi]
+        [--batches 4] [--model dgi] [--threads 2]
 
 The same sampled batches (the preset's encoder, fan-out and batch size of ``--model``) go
 through one training step each with the features as agc keeps them (sparse CSR rows, a
@@ -81,8 +81,9 @@ def main() -> None:
     p.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "../shared/data"))
     p.add_argument("--model", default="dgi")
     p.add_argument("--batches", type=int, default=4)
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     a = p.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(a.threads)
     root = Path(a.root)
     if not (root / a.dataset / "raw").is_dir():
         raise SystemExit(f"{root / a.dataset / 'raw'} not found: pass --root")

@@ -9,7 +9,7 @@ from torch import nn
 from torch_geometric import nn as pyg_nn
 
 from agc_cli.errors import UsageError
-from agc_cli.models import Block, Encoder, GraphBatch, SparseMatrix
+from agc_cli.models import Block, Encoder, GraphBatch, SparseMatrix, convs
 from agc_cli.models.convs import GATConv, GCNConv, GINConv, SAGEConv
 from agc_cli.models.encoder import PReLU
 
@@ -310,3 +310,26 @@ def test_dropout_acts_in_training_only():
     assert not torch.allclose(first, second)
     encoder.eval()
     torch.testing.assert_close(encoder(batch.x, batch), encoder(batch.x, batch))
+
+
+@pytest.mark.parametrize("remap_cost", [0, 10**9], ids=["remap-columns", "permute-rows"])
+@pytest.mark.parametrize(
+    "gnn_type, residual", [("gcn", False), ("gcn", True), ("sage", False), ("gat", False),
+                           ("gin", False)],
+)  # fmt: skip
+def test_propagate_permuted_equals_propagating_permuted_rows_with_equal_gradients(
+    gnn_type, residual, remap_cost, monkeypatch
+):
+    monkeypatch.setattr(convs, "REMAP_COST", remap_cost)
+    graph = tiny_graph(sparse=True)
+    encoder = _encoder(gnn_type, graph.num_features, residual=residual)
+    batch = GraphBatch.from_sampled(sample_batch(graph, torch.tensor([3, 9, 21]), 2), graph)
+    t = encoder.transform(0, batch.x).detach().requires_grad_()
+    perm = torch.randperm(t.shape[0], generator=torch.Generator().manual_seed(0))
+    moved = encoder.forward_transformed(t, batch, source_perm=perm)
+    plain = encoder.forward_transformed(t[perm], batch)
+    torch.testing.assert_close(moved, plain)
+    upstream = torch.randn_like(moved)
+    (g_moved,) = torch.autograd.grad(moved, t, upstream)
+    (g_plain,) = torch.autograd.grad(plain, t, upstream)
+    torch.testing.assert_close(g_moved, g_plain)

@@ -64,6 +64,8 @@ class Block:
         """``[num_dst, num_src]`` propagation matrix (self-loops not included).
 
         ``kind``: ``"gcn"`` (symmetric normalisation with the self-loop counted in the degree),
+        ``"gcn_self"`` (the same with the self-loops stored: one product computes the whole
+        GCN step, and its backward is one transposed product instead of a sliced copy),
         ``"mean"`` (average over neighbours) or ``"sum"``.
         """
         key = f"adjacency:{kind}"
@@ -82,10 +84,14 @@ class Block:
             scale = (d_dst / self.sampled_degree.clamp(min=1))[dst]
             if kind == "sum":
                 values = scale
-            elif kind == "gcn":
+            elif kind in ("gcn", "gcn_self"):
                 values = scale * ((d_dst[dst] + 1) * (self.degree[src] + 1)).rsqrt()
             else:
                 raise ValueError(f"unknown adjacency kind {kind!r}")
+        if kind == "gcn_self":
+            loops = torch.arange(self.num_dst, device=src.device)
+            src, dst = torch.cat([src, loops]), torch.cat([dst, loops])
+            values = torch.cat([values, self.gcn_self_weight().view(-1)])
         return SparseMatrix.from_edges(dst, src, values, (self.num_dst, self.num_src))
 
     def gcn_self_weight(self) -> Tensor:

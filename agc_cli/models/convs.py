@@ -26,6 +26,9 @@ from torch_geometric.utils import softmax
 from agc_cli.models.batch import Block, Features
 from agc_cli.models.sparse import SparseMatrix
 
+# Cost of re-sorting one adjacency entry, in copied elements of a dense matrix (rough).
+REMAP_COST = 8
+
 
 def _glorot_(weight: Tensor) -> None:
     bound = math.sqrt(6.0 / (weight.shape[-2] + weight.shape[-1]))
@@ -68,6 +71,10 @@ class TransformPropagateConv(nn.Module):
     def propagate(self, t: Tensor, block: Block) -> Tensor:
         raise NotImplementedError
 
+    def propagate_permuted(self, t: Tensor, block: Block, perm: Tensor) -> Tensor:
+        """``propagate(t[perm], block)``: the layer on row-permuted inputs."""
+        return self.propagate(permute_rows(t, perm), block)
+
     def forward(self, x: Features, block: Block) -> Tensor:
         return self.propagate(self.transform(x), block)
 
@@ -91,11 +98,19 @@ class GCNConv(TransformPropagateConv):
         nn.init.zeros_(self.bias)
 
     def propagate(self, t: Tensor, block: Block) -> Tensor:
-        h = self.part(t, "lin")
-        # The self-loop is applied as a diagonal scaling rather than stored in the adjacency,
-        # which then is the graph's own structure (no re-sorting to insert the diagonal).
-        out = block.adjacency("gcn").matmul(h) + block.gcn_self_weight() * h[: block.num_dst]
+        # Self-loops stored in the adjacency: the whole step (and its backward) is one product.
+        out = block.adjacency("gcn_self").matmul(self.part(t, "lin"))
         return out + self.bias + self._residual(t, block)
+
+    def propagate_permuted(self, t: Tensor, block: Block, perm: Tensor) -> Tensor:
+        adjacency = block.adjacency("gcn_self")
+        # A (P t) with the permutation moved into A's columns saves a [sources, width] copy of
+        # t and of its gradient, at the cost of re-sorting A's entries: worth it while A is
+        # much sparser than t is wide (a sampled batch, a citation graph), not on edge-heavy
+        # graphs.
+        if "residual" in self.parts or adjacency.nnz * REMAP_COST > t.numel():
+            return super().propagate_permuted(t, block, perm)
+        return adjacency.remap_columns(perm).matmul(t) + self.bias
 
 
 class SAGEConv(TransformPropagateConv):
@@ -196,3 +211,23 @@ class GATConv(TransformPropagateConv):
         out = out.index_add(0, dst, h[src] * alpha.unsqueeze(-1))
         out = out.reshape(block.num_dst, -1) if self.concat else out.mean(dim=1)
         return out + self.bias + self._residual(t, block)
+
+
+def permute_rows(t: Tensor, perm: Tensor) -> Tensor:
+    """``t[perm]`` for a permutation ``perm``, whose backward gathers by the inverse
+    permutation instead of autograd's scatter-add (which sorts the indices)."""
+    return _PermuteRows.apply(t, perm)
+
+
+class _PermuteRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t: Tensor, perm: Tensor) -> Tensor:
+        ctx.save_for_backward(perm)
+        return t.index_select(0, perm)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (perm,) = ctx.saved_tensors
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(perm.numel(), device=perm.device)
+        return grad.index_select(0, inverse), None

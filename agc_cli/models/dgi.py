@@ -21,7 +21,8 @@ class DGI(ClusteringModel):
     A bilinear discriminator scores node embeddings against the summary
     ``sigmoid(mean of the embeddings)``; the negatives are the embeddings of a corrupted graph
     whose feature rows are shuffled. Since the encoder's first transform is row-wise, the
-    corrupted pass reuses the clean transform with its rows permuted.
+    corrupted pass reuses the clean transform with its rows permuted (for GCN, by permuting
+    the first adjacency's columns instead of the transform's rows).
 
     In a sampled batch the summary is the mean over the seeds and the shuffle permutes the
     features of all sampled nodes.
@@ -51,28 +52,10 @@ class DGI(ClusteringModel):
         t = self.encoder.transform(0, batch.x)
         pos = self.encoder.forward_transformed(t, batch)
         perm = rng.randperm(t.shape[0], t.device, self.generator)
-        neg = self.encoder.forward_transformed(_PermuteRows.apply(t, perm), batch)
+        neg = self.encoder.forward_transformed(t, batch, source_perm=perm)
         summary = torch.sigmoid(pos.mean(dim=0))
         w = self.weight @ summary
         # softplus(-s) = -log(sigmoid(s)): PyG's loss without its log epsilon.
         pos_loss = F.softplus(-(pos @ w)).mean()
         neg_loss = F.softplus(neg @ w).mean()
         return LossOutput(pos_loss + neg_loss, {"pos": pos_loss.detach(), "neg": neg_loss.detach()})
-
-
-class _PermuteRows(torch.autograd.Function):
-    """``t[perm]`` for a permutation ``perm``, whose backward is a gather by the inverse
-    permutation instead of autograd's scatter-add (which sorts the indices: a third of a
-    sparse mini-batch step on Physics)."""
-
-    @staticmethod
-    def forward(ctx, t: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(perm)
-        return t.index_select(0, perm)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (perm,) = ctx.saved_tensors
-        inverse = torch.empty_like(perm)
-        inverse[perm] = torch.arange(perm.numel(), device=perm.device)
-        return grad.index_select(0, inverse), None

@@ -199,11 +199,19 @@ class Encoder(nn.Module):
         """Embeddings ``[batch_size, out_channels]`` of the seed nodes (all nodes in full-batch)."""
         return self.forward_transformed(self.transform(0, x), batch)
 
-    def forward_transformed(self, t: Tensor, batch: GraphBatch) -> Tensor:
-        """:meth:`forward` from layer 0's transform ``t`` (see :meth:`transform`)."""
+    def forward_transformed(
+        self, t: Tensor, batch: GraphBatch, source_perm: Tensor | None = None
+    ) -> Tensor:
+        """:meth:`forward` from layer 0's transform ``t`` (see :meth:`transform`); with
+        ``source_perm``, from ``t[source_perm]`` (row-permuted inputs, DGI's corruption)."""
         # Labelled for `agc profile` (the "forward" stage of agc_cli.engine.profiling).
         with record_function("agc::forward"):
-            h = self._finish(0, self.convs[0].propagate(t, batch.block(0, self.num_layers)))
+            block = batch.block(0, self.num_layers)
+            if source_perm is None:
+                h = self.convs[0].propagate(t, block)
+            else:
+                h = self.convs[0].propagate_permuted(t, block, source_perm)
+            h = self._finish(0, h)
             outputs = [h]
             for i in range(1, self.num_layers):
                 h = self.layer_forward(i, h, batch.block(i, self.num_layers))

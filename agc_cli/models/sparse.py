@@ -93,6 +93,16 @@ class SparseMatrix:
         """Same sparsity pattern, new non-zero values."""
         return SparseMatrix(self.crow, self.col, values, self.shape, self._transpose)
 
+    def remap_columns(self, mapping: Tensor) -> SparseMatrix:
+        """The matrix ``B`` with ``B[i, mapping[j]] = A[i, j]`` (``mapping`` a permutation).
+
+        ``B @ t == A @ t[mapping]``: a product with row-permuted dense rows, without permuting
+        them.
+        """
+        return SparseMatrix.from_edges(
+            _row_of_entries(self.crow), mapping[self.col], self.values, self.shape
+        )
+
     def matmul(self, dense: Tensor) -> Tensor:
         """``self @ dense`` with gradients to ``dense``."""
         return _SparseDenseMatmul.apply(dense, self)
@@ -147,7 +157,9 @@ def _spmm(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor) -> Tensor:
         offsets = crow[:-1]
         rows, width = dense.shape
         block = _column_block(rows * dense.element_size(), width)
-        if block >= width or col.numel() < MIN_REUSE * rows:
+        # Blocking copies the operand and the output once more; worth it only when every row
+        # of them is gathered or written many times over.
+        if block >= width or col.numel() < MIN_REUSE * (rows + offsets.numel()):
             return F.embedding_bag(col, dense, offsets, mode="sum", per_sample_weights=weights)
         out = torch.empty(offsets.numel(), width, dtype=dense.dtype)
         for start in range(0, width, block):
@@ -161,15 +173,15 @@ def _spmm(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor) -> Tensor:
 
 
 # Bytes of the dense operand's column block gathered by one pass of the CPU product, and the
-# gathers per dense row below which blocking does not repay copying the blocks out.
-BLOCK_BYTES = 3 << 20
+# non-zeros per operand-plus-output row below which blocking does not repay its copies.
+BLOCK_BYTES = 4 << 20
 MIN_REUSE = 8
 
 
 def _column_block(column_bytes: int, width: int) -> int:
-    """Columns per block: as many as fit in :data:`BLOCK_BYTES`, in multiples of 32."""
+    """Columns per block: as many as fit in :data:`BLOCK_BYTES`, in multiples of 64."""
     fit = BLOCK_BYTES // max(column_bytes, 1)
-    return width if fit >= width else max(32, fit // 32 * 32)
+    return width if fit >= width else max(64, fit // 64 * 64)
 
 
 def _csr_order(row: Tensor, col: Tensor, shape: tuple[int, int]) -> tuple[Tensor, Tensor]:

@@ -30,6 +30,7 @@ from agc_cli.errors import SettingsError
 from agc_cli.presets import model_preset
 
 ENV_PREFIX = "AGC_"
+MAX_INT = 2**31 - 1  # bound of every integer setting
 
 # Layers below the environment, set by load_settings for the duration of one construction.
 _LAYERS: ContextVar[dict[str, dict[str, Any]] | None] = ContextVar("agc_layers", default=None)
@@ -56,6 +57,33 @@ def _parse_fan_out(value: Any) -> Any:
 
 
 FanOut = Annotated[int | list[int] | None, NoDecode, BeforeValidator(_parse_fan_out)]
+
+
+def _parse_view_rates(value: Any) -> Any:
+    """Accept ``0.2``, ``"0.2"``, ``"0.2,0.4"``, ``[0.2, 0.4]``: one rate for both augmented
+    views or one per view; always returned as two values."""
+    if isinstance(value, str):
+        parts = [p for p in value.replace("[", "").replace("]", "").split(",") if p.strip()]
+        try:
+            value = [float(p) for p in parts]
+        except ValueError:
+            raise ValueError(
+                f"expected a number or two comma-separated numbers, got {value!r}"
+            ) from None
+    if isinstance(value, bool):
+        raise ValueError("expected a number or two numbers")
+    if isinstance(value, (int, float)):
+        value = [value]
+    if isinstance(value, (list, tuple)):
+        if len(value) not in (1, 2) or any(isinstance(v, bool) for v in value):
+            raise ValueError("expected one rate (both views) or two (one per view)")
+        if not all(isinstance(v, (int, float)) and 0 <= v < 1 for v in value):
+            raise ValueError("each rate must be a number in [0, 1)")
+        return [float(value[0]), float(value[-1])]
+    return value
+
+
+ViewRates = Annotated[list[float], NoDecode, BeforeValidator(_parse_view_rates)]
 
 
 class Settings(BaseSettings):
@@ -87,15 +115,36 @@ class Settings(BaseSettings):
     jk: Literal["none", "last", "cat", "max"] = "none"
     n_clusters: int | None = Field(None, ge=2, description="default: number of label classes")
     update_interval: int = Field(1, ge=1, description="DAEGC: steps between target refreshes")
-    pretrain_epochs: int = Field(0, ge=0, description="DAEGC: autoencoder pretraining epochs")
-    gamma: float = Field(
-        10.0, ge=0.0, description="DAEGC: clustering (KL) loss weight; MS2CAG: modularity weight"
+    pretrain_epochs: int = Field(
+        0, ge=0, description="DAEGC, Dink-Net: pretraining epochs before the clustering loss"
     )
-    tau: float = Field(0.5, gt=0.0, description="MAGI: temperature of the contrastive loss")
+    gamma: float = Field(
+        10.0,
+        ge=0.0,
+        description="DAEGC: clustering (KL) loss weight; MS2CAG: modularity weight; "
+        "NS4GC: sparsity-term weight",
+    )
+    tau: float = Field(
+        0.5, gt=0.0, description="MAGI: contrastive temperature; NS4GC: sparsity-term temperature"
+    )
+    lambd: float = Field(1.0, ge=0.0, description="NS4GC: weight of the neighbour term")
+    threshold: float = Field(
+        0.6, ge=-1.0, le=1.0, description="NS4GC: similarity threshold s of the sparsity term"
+    )
+    edge_drop: ViewRates = Field(
+        [0.2, 0.2], description="NS4GC/GBT: fraction of edges dropped, both views or one per view"
+    )
+    feature_mask: ViewRates = Field(
+        [0.2, 0.2],
+        description="NS4GC/GBT: fraction of feature columns masked, both views or one per view",
+    )
     num_walks: int = Field(20, ge=1, description="MAGI: random walks per node")
     walk_length: int = Field(4, ge=1, description="MAGI: steps per random walk")
     alpha: float = Field(
-        0.05, ge=0.0, description="SSGC: teleport weight in [0, 1]; S2CAG: walk weight decay"
+        0.05,
+        ge=0.0,
+        description="SSGC: teleport weight in [0, 1]; S2CAG: walk weight decay; "
+        "Dink-Net: discrimination-loss weight after pretraining",
     )
     subspace_iterations: int = Field(
         50, ge=1, description="S2CAG/M-S2CAG: iterations of the randomized spectral solver"
@@ -136,6 +185,28 @@ class Settings(BaseSettings):
 
     # Cross-field checks are field validators reading earlier fields (``info.data``), so they
     # are reported together with every other problem instead of only after all fields pass.
+    @field_validator("*")
+    @classmethod
+    def _check_int_range(cls, value: Any) -> Any:
+        """Every integer setting fits the 32-bit counters, seeds and sizes it feeds."""
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT for v in values):
+            raise ValueError(f"must be at most {MAX_INT:,} in magnitude")
+        return value
+
+    @field_validator("cache_dir", "run_dir")
+    @classmethod
+    def _check_directory(cls, value: Path | None) -> Path | None:
+        """A directory to create must not lie below a regular file (checked before any work)."""
+        if value is None:
+            return value
+        for parent in [Path(value), *Path(value).parents]:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ValueError(f"{parent} is a file, not a directory")
+                break
+        return value
+
     @field_validator("fan_out", "fan_out_final")
     @classmethod
     def _check_fan_out(
@@ -221,15 +292,27 @@ def default_fan_out(num_layers: int) -> int:
 
 def read_config(path: Path) -> dict[str, Any]:
     """Read a YAML config file; problems raise :class:`SettingsError` under the key ``config``."""
+    from agc_cli.utils.io import read_text
+
     path = Path(path)
     if not path.is_file():
         raise SettingsError([("config", f"file not found: {path}")])
+
+    def error(message: str) -> SettingsError:
+        return SettingsError([("config", message)])
+
+    text = read_text(path, "not a readable UTF-8 text file", error)
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SettingsError([("config", f"invalid YAML in {path}: {_one_line(exc)}")]) from None
+    if doc is None:  # an empty file (or only comments)
+        doc = {}
     if not isinstance(doc, dict):
-        raise SettingsError([("config", f"{path} must hold a mapping of settings")])
+        raise SettingsError(
+            [("config", f"{path} must hold a mapping of settings, not a {type(doc).__name__}")]
+        )
+    doc.pop("run_id", None)  # the id a run's settings.yaml records is not a setting
     return doc
 
 

@@ -41,8 +41,10 @@ def test_infer_subset_matches_full_rows(capsys, tmp_path):
     r = run_agc(capsys, "infer", run, "--nodes", str(ids), "--infer-batch-size", "64",
                 "--device", "cpu")  # fmt: skip
     assert r.code == 0, r.err
-    sub = torch.load(tmp_path / "run" / "embeddings.pt", weights_only=True)
+    sub = torch.load(tmp_path / "run" / "embeddings-ids.pt", weights_only=True)
     assert sub["node_ids"].tolist() == [5, 3, 250]
+    kept = torch.load(tmp_path / "run" / "embeddings.pt", weights_only=True)["embeddings"]
+    assert torch.equal(kept, full)  # the all-node embeddings are never replaced by a subset
     torch.testing.assert_close(sub["embeddings"], full[[5, 3, 250]], atol=1e-5, rtol=1e-4)
 
 

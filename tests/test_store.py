@@ -220,7 +220,7 @@ def test_feature_store_gathers_the_requested_rows_in_order(tmp_path, monkeypatch
     index = torch.randint(0, 300, (1000,), generator=torch.Generator().manual_seed(0))
     index[:100] = torch.arange(100)
     assert torch.equal(features.get_tensor(TensorAttr(None, "x", index)), graph.x[index])
-    with pytest.raises(IndexError):
+    with pytest.raises(DataError, match="node id 300"):
         features.get_tensor(TensorAttr(None, "x", torch.tensor([300])))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
@@ -58,11 +59,28 @@ def _root(
 
 
 def main() -> None:
-    """Console entry point: run the app, turning AgcError into a one-line message + exit code."""
+    """Console entry point: run the app, turning AgcError into a one-line message + exit code.
+
+    SIGTERM unwinds like Ctrl-C, so ``finally``/``with`` cleanup (temporary files, partial
+    stores) runs; the trainer installs its own handler while it trains.
+    """
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        _run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run() -> None:
+    """The error table, in order: AgcError (its own code); Ctrl-C or SIGTERM (130, after the
+    command's cleanup ran); a file-system refusal no boundary classified (an ``OSError``
+    naming a file: exit 2); click's usage errors (2); anything else is an internal error (1).
+    """
     # A data-parallel rank other than 0 labels its errors (each rank reports its own).
     rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
     prefix = "error: " if rank == "0" else f"[rank {rank}] error: "
     try:
+        refuse_contradictory_flags(sys.argv[1:])
         code = app(standalone_mode=False)  # a command's typer.Exit(code) comes back as code
     except SettingsError as exc:
         for line in exc.lines():
@@ -76,23 +94,60 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
+    except OSError as exc:
+        if exc.filename is None or os.environ.get("AGC_DEBUG"):
+            _internal(exc)
+        where = f"{exc.filename} → {exc.filename2}" if exc.filename2 else str(exc.filename)
+        err_console.print(f"{prefix}{where}: {exc.strerror or exc}", markup=False,
+                          highlight=False)  # fmt: skip
+        sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - last-resort handler for the user interface
         click_error, usage_error = _click_errors()
         if isinstance(exc, click_error):
             exc.show()
             sys.exit(2 if isinstance(exc, usage_error) else exc.exit_code)
-        if isinstance(exc, typer.Abort):
+        # click turns an EOFError into Abort: only a real Ctrl-C is an interruption.
+        if isinstance(exc, typer.Abort) and not isinstance(exc.__context__, EOFError):
             err_console.print("aborted", markup=False)
             sys.exit(130)
-        if os.environ.get("AGC_DEBUG"):
-            raise
-        err_console.print(
-            f"internal error: {type(exc).__name__}: {exc} (set AGC_DEBUG=1 for the traceback)",
-            markup=False,
-            highlight=False,
-        )
-        sys.exit(1)
+        _internal(exc.__context__ if isinstance(exc, typer.Abort) else exc)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _internal(exc: BaseException) -> None:
+    if os.environ.get("AGC_DEBUG"):
+        raise exc
+    err_console.print(
+        f"internal error: {type(exc).__name__}: {exc} (set AGC_DEBUG=1 for the traceback)",
+        markup=False,
+        highlight=False,
+    )
+    sys.exit(1)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def refuse_contradictory_flags(argv: list[str]) -> None:
+    """Refuse both sides of an on/off flag pair (``--mini-batch --full-batch``): click lets
+    the last one win silently."""
+    if not argv or argv[0].startswith("-"):
+        return
+    command = typer.main.get_command(app)
+    sub = command.commands.get(argv[0]) if hasattr(command, "commands") else None
+    if sub is None:
+        return
+    given = set()
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        given.add(arg.split("=", 1)[0])
+    for param in sub.params:
+        on = [f for f in getattr(param, "opts", []) if f in given]
+        off = [f for f in getattr(param, "secondary_opts", []) if f in given]
+        if on and off:
+            raise UsageError(f"{on[0]} and {off[0]} contradict each other; give one of them")
 
 
 def _click_errors() -> tuple[type[Exception], type[Exception]]:

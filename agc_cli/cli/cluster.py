@@ -21,7 +21,7 @@ from agc_cli.engine.rundir import RunDir
 from agc_cli.engine.runtime import configure_threads, resolve_device
 from agc_cli.errors import DataError, UsageError
 from agc_cli.settings import Settings, load_settings
-from agc_cli.utils.io import atomic_write_json, atomic_write_text
+from agc_cli.utils.io import atomic_write_json, atomic_write_text, make_dir, reading, writing
 
 LABEL_KEYS = ("nmi", "ari", "acc", "f1", "homogeneity", "completeness")
 SHOWN = ("nmi", "ari", "acc", "f1", "modularity", "conductance")
@@ -33,7 +33,10 @@ def cluster(
     ] = None,
     embeddings: Annotated[
         Path | None,
-        typer.Option("--embeddings", help="Embeddings file (.pt from agc infer, or .npy)."),
+        typer.Option(
+            "--embeddings",
+            help="Embeddings file (.pt from agc infer, or .npy); with RUN_DIR a file of the run.",
+        ),
     ] = None,
     n_clusters: o.NClusters = None,
     runs: Annotated[int | None, typer.Option("--runs", help="Independent k-means runs.")] = None,
@@ -62,41 +65,112 @@ def cluster(
     device: o.Device = None,
     config: o.Config = None,
 ) -> None:
-    """Cluster embeddings with k-means and report NMI/ARI/ACC/F1, modularity, conductance."""
-    if (run_dir is None) == (embeddings is None):
-        raise UsageError("give a RUN_DIR or --embeddings FILE (with --dataset), not both")
+    """Cluster embeddings with k-means and report NMI/ARI/ACC/F1, modularity, conductance.
+
+    With RUN_DIR: the run's embeddings.pt, or the file of the run named by --embeddings (a
+    subset from `agc infer --nodes`, whose clusters-<name>.csv and metrics-<name>.json keep
+    the all-node outputs intact).
+    """
+    if run_dir is None and embeddings is None:
+        raise UsageError("give a RUN_DIR or --embeddings FILE (with --dataset)")
+    if projection not in ("pca", "tsne"):
+        raise UsageError(f"--projection: expected pca or tsne, got {projection!r}")
     flags = o.settings_flags(dict(
         n_clusters=n_clusters, runs=runs, normalize_embeddings=normalize,
         kmeans_backend=backend, dataset=dataset, root=root, cache_dir=cache_dir, seed=seed,
         device=device,
     ))  # fmt: skip
+    tag = ""
     if run_dir is not None:
         run = RunDir.open(run_dir)
         settings = load_settings({**run.read_settings(), **flags})
-        emb_path = run.path / EMBEDDINGS_FILE
-        if not emb_path.is_file():
-            raise DataError(f"{emb_path} not found; run `agc infer {run.path}` first")
+        emb_path = run_embeddings(run, embeddings)
+        stem = emb_path.stem
+        tag = "" if stem == "embeddings" else "-" + stem.removeprefix("embeddings-")
         out_dir = output_dir or run.path
     else:
         settings = load_settings(flags, config)
         emb_path = embeddings
         out_dir = output_dir or embeddings.parent
-    if projection not in ("pca", "tsne"):
-        raise UsageError(f"--projection: expected pca or tsne, got {projection!r}")
+    plot = plot_path(plot) if plot is not None else None
+    make_dir(out_dir, "--output-dir: cannot create the output directory")
     emb, ids = read_embeddings(emb_path)
     graph = load_graph(
         settings.dataset, settings.root, settings.cache_dir, settings.labeled_only,
         settings.storage,
     )  # fmt: skip
-    if int(ids.max()) >= graph.num_nodes:
-        raise DataError(f"{emb_path}: node ids exceed {graph.name}'s {graph.num_nodes} nodes")
+    check_embeddings(emb_path, ids, graph, explicit_ids=emb_path.suffix != ".npy")
+    if ids.numel() < graph.num_nodes and not json_out:
+        render.note(f"clustering {ids.numel():,} of {graph.num_nodes:,} nodes (the ids in "
+                    f"{emb_path}); metrics are over these nodes")  # fmt: skip
     result = cluster_and_report(emb, ids, graph, settings, structure, quiet=json_out)
-    metrics = write_cluster_outputs(out_dir, result, ids, settings)
+    metrics = write_cluster_outputs(out_dir, result, ids, settings, tag)
     if plot is not None:
         draw_projection(plot, emb, result.labels, projection, settings.seed)
         render.note(f"wrote {plot}")
     if json_out:
         render.print_json(metrics)
+
+
+def run_embeddings(run: RunDir, name: Path | None) -> Path:
+    """The run's embeddings file: ``embeddings.pt``, or ``name`` (a file of the run)."""
+    if name is None:
+        path = run.path / EMBEDDINGS_FILE
+        if path.is_file():
+            return path
+        subsets = sorted(p.name for p in run.path.glob("embeddings-*.pt"))
+        hint = f" (it holds {', '.join(subsets)}: pass --embeddings NAME)" if subsets else ""
+        raise DataError(f"{path} not found; run `agc infer {run.path}` first{hint}")
+    path = run.path / name if len(name.parts) == 1 else name
+    if path.resolve().parent != run.path.resolve():
+        raise UsageError(
+            f"--embeddings: {name} is not a file of {run.path}; give a file name in the run, "
+            "or drop RUN_DIR to cluster any embeddings file (with --dataset)"
+        )
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    return path
+
+
+def plot_path(path: Path) -> Path:
+    """The image file ``--plot`` writes: ``.png`` added when the name has no suffix; the
+    folder is created now, so a place that cannot hold it fails before any clustering."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'agc-cli[plot]'") from None
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    fig = plt.figure()
+    formats = fig.canvas.get_supported_filetypes()
+    plt.close(fig)
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise UsageError(
+            f"--plot: {path.suffix!r} is not an image format matplotlib writes "
+            f"(use {', '.join('.' + f for f in sorted(formats))})"
+        )
+    if path.is_dir():
+        raise UsageError(f"--plot: {path} is a directory; give an image file name")
+    make_dir(path.parent, "--plot: cannot create the plot's directory")
+    return path
+
+
+def check_embeddings(path: Path, ids: torch.Tensor, graph: Graph, explicit_ids: bool) -> None:
+    """Refuse embeddings that do not match ``graph``: a plain matrix needs one row per node;
+    recorded node ids must be distinct and in range."""
+    if not explicit_ids and ids.numel() != graph.num_nodes:
+        raise DataError(
+            f"{path}: {ids.numel():,} rows for {graph.name}'s {graph.num_nodes:,} nodes; a .npy "
+            "matrix needs one row per node (embed a subset with `agc infer --nodes`, which "
+            "records the node ids)"
+        )
+    if int(ids.min()) < 0 or int(ids.max()) >= graph.num_nodes:
+        raise DataError(f"{path}: node ids must be in [0, {graph.num_nodes}) for {graph.name}")
+    if torch.unique(ids).numel() != ids.numel():
+        raise DataError(f"{path}: node ids repeat; each node may appear once")
 
 
 def cluster_and_report(
@@ -134,14 +208,14 @@ def format_summary(summary: dict[str, tuple[float, float]]) -> str:
 
 
 def write_cluster_outputs(
-    out_dir: Path, result: ClusteringResult, ids: torch.Tensor, settings: Settings
+    out_dir: Path, result: ClusteringResult, ids: torch.Tensor, settings: Settings, tag: str = ""
 ) -> dict:
-    """``clusters.csv`` (node id, cluster of the best run) and ``metrics.json``."""
+    """``clusters<tag>.csv`` (node id, cluster of the best run) and ``metrics<tag>.json``."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["node_id", "cluster"])
     writer.writerows(zip(ids.tolist(), result.labels.tolist(), strict=True))
-    atomic_write_text(out_dir / "clusters.csv", buf.getvalue())
+    atomic_write_text(out_dir / f"clusters{tag}.csv", buf.getvalue())
     metrics = {
         "n_clusters": result.n_clusters,
         "runs": [
@@ -153,7 +227,7 @@ def write_cluster_outputs(
         "std": {k: v[1] for k, v in result.summary.items()},
         "normalize_embeddings": settings.normalize_embeddings,
     }  # fmt: skip
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / f"metrics{tag}.json", metrics)
     return metrics
 
 
@@ -161,17 +235,15 @@ def read_embeddings(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings and node ids from ``agc infer``'s ``.pt`` or a plain ``.npy`` matrix."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    try:
+    with reading(path, "not an embeddings file"):
         if path.suffix == ".npy":
             emb = torch.from_numpy(np.load(path, allow_pickle=False)).float()
             ids = torch.arange(emb.shape[0])
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            emb, ids = state["embeddings"].float(), state["node_ids"].long()
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise DataError(f"{path}: not an embeddings file ({type(exc).__name__})") from None
-    if emb.dim() != 2 or emb.shape[0] != ids.numel():
-        raise DataError(f"{path}: expected [N, D] embeddings with N node ids")
+            emb, ids = state["embeddings"].float(), state["node_ids"].long().view(-1)
+    if emb.dim() != 2 or emb.shape[0] != ids.numel() or emb.shape[0] == 0 or emb.shape[1] == 0:
+        raise DataError(f"{path}: expected [N, D] embeddings (N, D >= 1) with N node ids")
     if not torch.isfinite(emb).all():
         raise DataError(f"{path}: embeddings contain NaN or inf")
     return emb, ids
@@ -182,13 +254,7 @@ def draw_projection(
     sample: int = 5000,
 ) -> None:  # fmt: skip
     """Scatter plot of a 2-D PCA or t-SNE projection of (a sample of) the embeddings."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'agc-cli[plot]'") from None
+    import matplotlib.pyplot as plt  # checked by plot_path
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
@@ -206,6 +272,8 @@ def draw_projection(
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with writing(path):
+            fig.savefig(path)
+    finally:
+        plt.close(fig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +22,7 @@ from agc_cli.engine.session import load_trained
 from agc_cli.errors import DataError, UsageError
 from agc_cli.models.base import ClusteringModel
 from agc_cli.settings import Settings
-from agc_cli.utils.io import atomic_torch_save, atomic_write
+from agc_cli.utils.io import atomic_torch_save, atomic_write, reading
 
 EMBEDDINGS_FILE = "embeddings.pt"
 
@@ -46,9 +47,15 @@ def infer(
     infer_batch_size: o.InferBatchSize = None,
     infer_fan_out: o.InferFanOut = None,
 ) -> None:
-    """Compute embeddings with the run's best weights; writes embeddings.pt into the run."""
+    """Compute embeddings with the run's best weights; writes embeddings.pt into the run.
+
+    A subset (--nodes FILE, --labeled) goes to its own file, embeddings-<name>.pt, and never
+    replaces the all-node embeddings; cluster it with --embeddings embeddings-<name>.pt.
+    """
     if fmt not in ("pt", "npy"):
         raise UsageError(f"--format: expected pt or npy, got {fmt!r}")
+    if nodes is not None and labeled:
+        raise UsageError("--nodes and --labeled are mutually exclusive")
     run = RunDir.open(run_dir)
     settings, model, graph = load_trained(run, checkpoint)
     overrides = {"device": device, "infer_batch_size": infer_batch_size,
@@ -56,7 +63,21 @@ def infer(
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     ids = _select_nodes(graph, nodes, labeled)
     result = embed(model, graph, settings, ids)
-    write_embeddings(run.path, result, graph, settings, fmt)
+    write_embeddings(run.path, result, graph, settings, fmt, subset_name(nodes, labeled))
+
+
+def subset_name(nodes: Path | None, labeled: bool) -> str | None:
+    """The tag of a subset's embeddings file: ``labeled`` or the node file's name."""
+    if labeled:
+        return "labeled"
+    if nodes is None:
+        return None
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodes.stem) or "nodes"
+
+
+def embeddings_file(subset: str | None) -> str:
+    """``embeddings.pt`` for every node, ``embeddings-<subset>.pt`` for a subset."""
+    return EMBEDDINGS_FILE if subset is None else f"embeddings-{subset}.pt"
 
 
 def embed(
@@ -83,9 +104,11 @@ def embed(
 
 
 def write_embeddings(
-    directory: Path, result: InferenceResult, graph: Graph, settings: Settings, fmt: str = "pt"
-) -> Path:
-    path = directory / EMBEDDINGS_FILE
+    directory: Path, result: InferenceResult, graph: Graph, settings: Settings, fmt: str = "pt",
+    subset: str | None = None,
+) -> Path:  # fmt: skip
+    """Write ``embeddings.pt`` (``embeddings-<subset>.pt`` for a subset of the nodes)."""
+    path = directory / embeddings_file(subset)
     atomic_torch_save(
         {
             "embeddings": result.embeddings,
@@ -96,17 +119,20 @@ def write_embeddings(
         },
         path,
     )
+    written = [path]
     if fmt == "npy":
-        atomic_write(directory / "embeddings.npy",
-                     lambda fh: np.save(fh, result.embeddings.numpy()))  # fmt: skip
-        atomic_write(directory / "node_ids.npy", lambda fh: np.save(fh, result.node_ids.numpy()))
-    render.note(f"wrote {path}")
+        tag = "" if subset is None else f"-{subset}"
+        written += [directory / f"embeddings{tag}.npy", directory / f"node_ids{tag}.npy"]
+        atomic_write(written[1], lambda fh: np.save(fh, result.embeddings.numpy()))
+        atomic_write(written[2], lambda fh: np.save(fh, result.node_ids.numpy()))
+    count = f"{result.node_ids.numel():,} of {graph.num_nodes:,} nodes"
+    render.note(f"wrote {', '.join(map(str, written))} ({count})")
+    if subset is not None:
+        render.note(f"cluster it with: agc cluster {directory} --embeddings {path.name}")
     return path
 
 
 def _select_nodes(graph: Graph, nodes: Path | None, labeled: bool) -> torch.Tensor | None:
-    if nodes is not None and labeled:
-        raise UsageError("--nodes and --labeled are mutually exclusive")
     if labeled:
         if graph.y is None:
             raise DataError(f"{graph.name} has no labels; --labeled needs them")
@@ -125,15 +151,13 @@ def read_node_ids(path: Path) -> torch.Tensor:
     """Node ids from ``.npy``, ``.pt`` (a tensor) or a text file (one id per line)."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    try:
+    with reading(path, "not a list of node ids"):
         if path.suffix == ".npy":
             values = np.load(path, allow_pickle=False)
         elif path.suffix == ".pt":
             values = torch.load(path, weights_only=True).numpy()
         else:
             values = np.loadtxt(path, dtype=np.int64, ndmin=1, delimiter=",")
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise DataError(f"{path}: not a list of node ids ({type(exc).__name__})") from None
     if not np.issubdtype(np.asarray(values).dtype, np.integer):
         raise DataError(f"{path}: node ids must be integers")
     return torch.from_numpy(np.asarray(values, dtype=np.int64).reshape(-1))

@@ -22,7 +22,7 @@ def resume(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `agc train`.")],
     checkpoint: Annotated[
         str | None,
-        typer.Option("--checkpoint", help="Checkpoint file name (in checkpoints/) or path."),
+        typer.Option("--checkpoint", help="A checkpoint of this run: a file name in checkpoints/."),
     ] = None,
     best: Annotated[bool, typer.Option("--best", help="Resume from best.pt.")] = False,
     epochs: o.Epochs = None,
@@ -74,16 +74,20 @@ def _resume(run_dir: Path, overrides: dict, checkpoint: str | None, best: bool) 
     )
     for note in resumed.notes:
         render.note(note)
-    if main:
-        trainer.run.truncate_metrics(trainer.state.epoch)
-        trainer.progress = RichProgress()
     try:
-        result = trainer.fit()
+        if main:
+            trainer.run.truncate_metrics(trainer.state.epoch)
+            trainer.progress = RichProgress()
+        try:
+            result = trainer.fit()
+        finally:
+            if main:
+                trainer.progress.close()
+        if main:
+            atomic_torch_save(resumed.session.model.state_dict(), trainer.run.path / MODEL_FILE)
     finally:
         if main:
-            trainer.progress.close()
-    if main:
-        atomic_torch_save(resumed.session.model.state_dict(), trainer.run.path / MODEL_FILE)
+            trainer.run.release()
     render.note(
         f"Training completed in {result.seconds:.2f} s (avg {result.ms_per_epoch:.1f} ms/epoch); "
         f"final loss {result.loss:.4f}"

@@ -63,6 +63,7 @@ def run(
             f"loss {result.loss:.4f} after {result.epochs} epochs",
         ])  # fmt: skip
     else:
+        run_dir.release()  # nothing trains: infer and cluster write without the run's lock
         render.note(f"{session.settings.model}: no training needed (non-parametric)")
     inference = embed(session.model, session.graph, session.settings, None)
     write_embeddings(run_dir.path, inference, session.graph, session.settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -107,12 +108,17 @@ def start_session(settings: Settings) -> tuple[Session, RunDir | None]:
 
 
 def run_training(session: Session, run: RunDir | None) -> Any:
+    """Train into ``run``; a failure before the first checkpoint leaves no run folder behind,
+    and the run's lock is released at the end."""
     progress = RichProgress() if session.dist.is_main else None
     try:
-        _, result = train_session(session, run, progress)
+        with run.discard_on_failure() if run is not None else contextlib.nullcontext():
+            _, result = train_session(session, run, progress)
     finally:
         if progress is not None:
             progress.close()
+        if run is not None:
+            run.release()
     stop = " (early stop)" if result.stopped_early else ""
     render.note(
         f"Training completed in {result.seconds:.2f} s "

@@ -11,14 +11,16 @@ class CatalogEntry:
 
     Attributes:
         name: canonical display name (also the folder name under ``--root``).
-        loader: ``planetoid``, ``amazon``, ``coauthor``, ``wikics``, ``flickr``, ``reddit``,
-            ``reddit2`` (PyG dataset classes) or ``ogb`` (OGB's raw file layout).
+        loader: the raw format, read by :mod:`agc_cli.data.real` without PyG's dataset
+            classes: ``planetoid``, ``amazon``, ``coauthor``, ``wikics``, ``flickr``,
+            ``reddit``, ``reddit2`` (the files PyG's classes of those names read) or ``ogb``
+            (OGB's raw file layout).
         nodes, edges, features, classes: sizes; ``edges`` counts directed edges of the
             undirected graph agc builds (each undirected edge twice).
         raw_files: files expected in ``ROOT/<name>/raw`` (for ``ogb``: ``ROOT/<name>/``).
         url: where the raw files come from.
         bag_of_words: sparse bag-of-words features, row-normalised and kept sparse.
-        pyg_name: the ``name`` argument of the PyG class, where it takes one.
+        pyg_name: the dataset's name in PyG or OGB (for Planetoid, its file prefix).
         approx_edges: True when ``edges`` is an estimate (not yet checked against the data).
     """
 

@@ -18,6 +18,7 @@ import torch
 
 from agc_cli.data.graph import Graph
 from agc_cli.errors import DataError
+from agc_cli.utils.io import reading
 
 _FEATURE_NAMES = ("x.npy", "features.npy")
 
@@ -31,10 +32,9 @@ def load_user_graph(path: Path) -> Graph:
     """Load and validate a user graph; every problem raises DataError naming the file."""
     path = Path(path)
     if path.suffix == ".npz":
-        try:
-            arrays = dict(np.load(path, allow_pickle=False))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+        with reading(path, "not a readable .npz file"):
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
         for key in ("edge_index", "x"):
             if key not in arrays:
                 raise DataError(f"{path}: missing array '{key}' (has {sorted(arrays)})")
@@ -63,22 +63,21 @@ def _first(folder: Path, candidates: tuple[str, ...], label: str) -> Path:
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({exc})") from None
+    with reading(path, "not a readable .npy file"):
+        array = np.load(path, allow_pickle=False)
+    if not isinstance(array, np.ndarray):
+        raise DataError(f"{path}: not a .npy array file")
+    return array
 
 
 def _read_edges(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         return _read_npy(path)
-    try:
-        with open(path) as fh:
+    with reading(path, "not an edge list of 'source,target' integers"):
+        with open(path, encoding="utf-8") as fh:
             first = fh.readline()
         skip = 0 if first.replace(",", "").replace(" ", "").strip().lstrip("-").isdigit() else 1
         edges = np.loadtxt(path, delimiter=",", dtype=np.int64, skiprows=skip, ndmin=2)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not an edge list of 'source,target' integers ({exc})") from None
     return edges
 
 
@@ -98,6 +97,10 @@ def _validate(
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise DataError(f"{files['x']}: features must be numeric, got {x.dtype}")
     num_nodes = x.shape[0]
+    if num_nodes == 0:
+        raise DataError(f"{files['x']}: the graph has no nodes (the feature matrix has 0 rows)")
+    if x.shape[1] == 0:
+        raise DataError(f"{files['x']}: features have width 0; give at least one per node")
     if edge_index.size:
         low, high = int(edge_index.min()), int(edge_index.max())
         if low < 0 or high >= num_nodes:
@@ -118,6 +121,12 @@ def _validate(
             raise DataError(f"{files['y']}: expected {num_nodes} labels, got shape {y.shape}")
         if not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{files['y']}: labels must be integers, got {y.dtype}")
+        if y.size and int(y.max()) >= num_nodes:
+            bad = int(np.argmax(y))
+            raise DataError(
+                f"{files['y']}: label {int(y[bad])} of node {bad} is not below the node count "
+                f"{num_nodes} (labels are class ids 0, 1, ...; negative = unlabeled)"
+            )
         labels = torch.from_numpy(y.astype(np.int64))
     return Graph.from_edge_index(
         name, torch.from_numpy(edge_index.astype(np.int64)), num_nodes, torch.from_numpy(x), labels

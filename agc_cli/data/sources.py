@@ -12,7 +12,7 @@ from agc_cli.data import catalog, store, synthetic
 from agc_cli.data.cache import load_cached_graph, save_graph
 from agc_cli.data.files import is_user_graph, load_user_graph
 from agc_cli.data.graph import Graph
-from agc_cli.data.real import load_real, missing_raw_files
+from agc_cli.data.real import fetch_raw, load_real, missing_raw_files, source_identity
 from agc_cli.errors import UsageError
 
 
@@ -83,7 +83,9 @@ def load_graph(
     store directory written by ``agc convert`` (memory-mapped, see :mod:`agc_cli.data.store`).
 
     Catalog and synthetic graphs are cached under ``cache_dir`` (None: no cache), so the second
-    load is a file read; ``root`` is only ever read unless raw files must be downloaded. With
+    load is a file read; a catalog graph's cache entry is keyed by its raw files (resolved
+    path, size, inode, times), so another ``root`` or a replaced file is loaded afresh.
+    ``root`` is only ever read unless raw files must be downloaded. With
     ``storage="disk"`` they are converted once into a store under ``cache_dir/stores`` and
     memory-mapped from there.
     """
@@ -107,7 +109,14 @@ def load_graph(
                 "and use --dataset OUT_DIR"
             )
         return load_user_graph(path)
-    identity = entry.name if entry else f"{spec.name}:{synthetic.spec_key(spec)}"
+    if entry is not None:
+        # Keyed by the raw files' identity, not the name alone: the same name under another
+        # --root, or files replaced in place, is another graph. Missing files are fetched
+        # first so that the key names the files actually read.
+        fetch_raw(entry, Path(root))
+        identity = f"{entry.name}:{source_identity(entry, Path(root))}"
+    else:
+        identity = f"{spec.name}:{synthetic.spec_key(spec)}"
     key = _cache_key(identity, labeled_only)
     if storage == "disk":
         directory = cache_dir / "stores" / f"{key}-v{store.VERSION}"
@@ -119,7 +128,7 @@ def load_graph(
     if cached is not None:
         return cached
     if entry is not None:
-        graph = load_real(entry, Path(root), cache_dir, labeled_only)
+        graph = load_real(entry, Path(root), labeled_only)
     else:
         graph = synthetic.generate(spec)
     save_graph(graph, cache_file)

@@ -59,6 +59,7 @@ from agc_cli import __version__
 from agc_cli.data import synthetic
 from agc_cli.data.graph import Graph
 from agc_cli.errors import DataError, UsageError
+from agc_cli.utils.io import pid_alive
 
 FORMAT = "agc-store"
 VERSION = 1
@@ -80,6 +81,7 @@ _MAX_READ_BYTES = 256 << 20
 _GAP_BYTES = 4096
 
 Report = Callable[[str], None]
+_DAMAGED = "the store is damaged: convert the dataset again"
 
 
 def is_store(path: str | os.PathLike) -> bool:
@@ -102,6 +104,33 @@ def file_checksum(path: Path) -> str:
             fh.seek(max(CHECKSUM_SPAN, size - CHECKSUM_SPAN))
             digest.update(fh.read())
     return digest.hexdigest()
+
+
+def check_neighbour_ids(neighbours: Tensor, num_nodes: int, edge: Tensor, source: str) -> None:
+    """Refuse node ids read from a topology's ``row`` array that lie outside ``[0, num_nodes)``.
+
+    One vectorised pass over the ids of a batch: damage in the middle of a large ``row.npy``
+    (which the open-time checksum does not cover) becomes a one-line data error instead of an
+    index error deep in a gather.
+
+    Args:
+        neighbours: the ids gathered from ``row``.
+        edge: the positions in ``row`` they were read from (same length).
+        source: the file (or array) ``row`` is, for the message.
+
+    Raises:
+        DataError: naming ``source``, the position and the id.
+    """
+    if neighbours.numel() == 0:
+        return
+    low, high = torch.aminmax(neighbours)
+    if int(low) >= 0 and int(high) < num_nodes:
+        return
+    at = int(((neighbours < 0) | (neighbours >= num_nodes)).nonzero()[0, 0])
+    raise DataError(
+        f"{source}: row {int(edge[at])} holds node id {int(neighbours[at])}, outside the "
+        f"graph's {num_nodes} nodes; {_DAMAGED}"
+    )
 
 
 def check_target(out_dir: Path, force: bool) -> None:
@@ -140,6 +169,7 @@ class StoreWriter:
         self.out_dir = Path(out_dir).expanduser()
         check_target(self.out_dir, force)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(self.out_dir)
         # mkdir, unlike mkdtemp, gives the usual permissions (umask), which the store keeps.
         self.tmp = self.out_dir.with_name(
             f".{self.out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
@@ -222,6 +252,16 @@ class StoreWriter:
         _fsync(self.out_dir.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_partials(out_dir: Path) -> None:
+    """Remove ``.<name>.partial-<pid>-*`` and ``.<name>.old-<pid>`` folders of ``out_dir`` left
+    by a writer that was killed (its process is gone); a live writer's folder is kept."""
+    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.(?:partial|old)-(\d+)(?:-[0-9a-f]+)?$")
+    for entry in out_dir.parent.iterdir():
+        match = pattern.match(entry.name)
+        if match and entry.is_dir() and not pid_alive(int(match[1])):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _fsync(path: Path) -> None:
@@ -402,6 +442,13 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
             f"{meta_path}: store format version {meta.get('version')!r}, this agc reads "
             f"{VERSION}; convert the dataset again with `agc convert`"
         )
+    for key, optional in (("nodes", False), ("edges", False), ("features", False),
+                          ("classes", True), ("labeled_nodes", True)):  # fmt: skip
+        value = meta.get(key)
+        if not (optional and value is None) and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            raise DataError(f"{meta_path}: {key!r} must be an integer >= 0, got {value!r}")
     return meta
 
 
@@ -430,10 +477,67 @@ class StoredGraph(Graph):
         for large gathers) and put back in the requested order: a gather through the mapping
         would map whole page-cache folios (about 1.4 MB per row on Linux 6.18), growing the
         resident set to the file size within a few batches.
+
+        Raises:
+            DataError: an id outside the store's nodes, or a row holding NaN or inf (damage
+                the open-time checksum does not cover), naming the file and the row.
         """
-        if self.reader is None:
-            return super().feature_rows(index).float()
-        return torch.from_numpy(self.reader.take(index.cpu().numpy())).float()
+        if self.reader is None:  # sparse features: the checked CSR rows, densified
+            return self.sparse_feature_rows(index).to_dense()
+        self._check_ids(index)
+        rows = torch.from_numpy(self.reader.take(index.cpu().numpy())).float()
+        finite = torch.isfinite(rows)
+        if not bool(finite.all()):
+            at = int((~finite).reshape(rows.shape[0], -1).any(1).nonzero()[0, 0])
+            raise DataError(
+                f"{self._file('x')}: row {int(index[at])} holds a non-finite feature "
+                f"(NaN or inf); {_DAMAGED}"
+            )
+        return rows
+
+    def sparse_feature_rows(self, index: Tensor) -> Tensor:
+        """Float32 CSR rows of sparse features, checked like :meth:`feature_rows`; column
+        indices outside the feature range are a :class:`DataError` too."""
+        self._check_ids(index)
+        crow = self.x.crow_indices()
+        index = index.to(crow.device).long()
+        starts, ends = crow[index], crow[index + 1]
+        bad_row = (ends < starts) | (starts < 0) | (ends > self.x.values().numel())
+        if bool(bad_row.any()):
+            row = int(index[int(bad_row.nonzero()[0, 0])])
+            raise DataError(
+                f"{self._file('x_crow')}: the row pointers of node {row} run from "
+                f"{int(crow[row])} to {int(crow[row + 1])}; {_DAMAGED}"
+            )
+        rows = super().sparse_feature_rows(index)
+        cols, values = rows.col_indices(), rows.values()
+        bad_col = (cols < 0) | (cols >= self.num_features)
+        bad = bad_col | ~torch.isfinite(values)
+        if bool(bad.any()):
+            at = int(bad.nonzero()[0, 0])
+            row = int(index[int(torch.searchsorted(rows.crow_indices(), at, right=True)) - 1])
+            name = "x_col" if bool(bad_col[at]) else "x_values"
+            what = (
+                f"feature column {int(cols[at])} outside [0, {self.num_features})"
+                if bool(bad_col[at])
+                else "a non-finite feature (NaN or inf)"
+            )
+            raise DataError(f"{self._file(name)}: node {row} holds {what}; {_DAMAGED}")
+        return rows
+
+    def _check_ids(self, index: Tensor) -> None:
+        if index.numel() == 0:
+            return
+        low, high = torch.aminmax(index)
+        if int(low) < 0 or int(high) >= self.num_nodes:
+            bad = int(low) if int(low) < 0 else int(high)
+            raise DataError(
+                f"{self.path}: node id {bad} requested, outside the store's {self.num_nodes} "
+                "nodes (a damaged row.npy, or a node list naming nodes the graph lacks)"
+            )
+
+    def _file(self, name: str) -> Path:
+        return store_file(self.path, self.meta["files"][name]["file"])
 
     def __reduce__(self) -> tuple:
         return open_store, (self.path,)
@@ -455,16 +559,16 @@ def open_store(path: str | os.PathLike) -> StoredGraph:
         names += ["y"] if "y" in meta["files"] else []
         names += [f"split_{s}" for s in meta["splits"]]
         mapped = {name: _map_file(directory, meta["files"][name]) for name in names}
-        _check_counts(directory, meta, {name: array for name, (array, _) in mapped.items()})
+        _check_counts(directory, meta, {name: array for name, (array, _, _) in mapped.items()})
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(
             f"{directory / META_FILE}: malformed or incomplete ({type(exc).__name__}: {exc})"
         ) from None
-    tensors = {name: _tensor(array) for name, (array, _) in mapped.items()}
+    tensors = {name: _tensor(array) for name, (array, _, _) in mapped.items()}
     reader = None
     if layout == "dense":
-        array, offset = mapped["x"]
-        reader = RowReader(directory / meta["files"]["x"]["file"], offset, array.shape, array.dtype)
+        array, offset, x_path = mapped["x"]
+        reader = RowReader(x_path, offset, array.shape, array.dtype)
         x = tensors["x"]
     else:
         x = torch.sparse_csr_tensor(
@@ -508,13 +612,48 @@ def _check_counts(directory: Path, meta: dict[str, Any], arrays: dict[str, np.nd
         )
 
 
-def _map_file(directory: Path, entry: dict[str, Any]) -> tuple[np.ndarray, int]:
+def store_file(directory: Path, name: object) -> Path:
+    """The path of the store file ``name`` (as ``meta.json`` gives it), confined to the store.
+
+    A name is one plain file name: no directory part, no ``..``, not absolute; and the file
+    it names, symlinks resolved, lies inside the (resolved) store directory.
+
+    Raises:
+        DataError: naming the file and the store when ``name`` would lead anywhere else.
+    """
+    meta_path = Path(directory) / META_FILE
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or Path(name).is_absolute()
+    ):
+        raise DataError(
+            f"{meta_path}: file {name!r} is not a plain file name inside the store; "
+            "a store only reads its own files"
+        )
+    path = Path(directory) / name
+    try:
+        inside = path.resolve().is_relative_to(Path(directory).resolve())
+    except (OSError, RuntimeError) as exc:  # a symlink loop, say
+        raise DataError(f"{path}: cannot be resolved ({exc})") from None
+    if not inside:
+        raise DataError(
+            f"{path}: leads outside the store {directory} (a symlink to {path.resolve()}); "
+            "a store only reads its own files"
+        )
+    return path
+
+
+def _map_file(directory: Path, entry: dict[str, Any]) -> tuple[np.ndarray, int, Path]:
     """Check one file against its ``meta.json`` entry and map it read-only.
 
     Returns:
-        The mapped array and the byte offset of its data in the file.
+        The mapped array, the byte offset of its data in the file and the file's path.
     """
-    path = directory / entry["file"]
+    path = store_file(directory, entry["file"])
     if not path.is_file():
         raise DataError(f"{path}: missing (listed in {directory / META_FILE})")
     size = path.stat().st_size
@@ -550,8 +689,8 @@ def _map_file(directory: Path, entry: dict[str, Any]) -> tuple[np.ndarray, int]:
             "convert the dataset again"
         )
     if math.prod(shape) == 0:
-        return np.empty(shape, dtype), offset
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape), offset
+        return np.empty(shape, dtype), offset, path
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape), offset, path
 
 
 def _tensor(array: np.ndarray) -> Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from agc_cli import __version__
 from agc_cli.errors import CheckpointError
-from agc_cli.utils.io import atomic_torch_save
+from agc_cli.utils.io import atomic_torch_save, reading
 
 SCHEMA_VERSION = 1
 LAST = "last.pt"
@@ -69,25 +69,41 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = " ".join(str(exc).split("\n")[0].split())[:160]
+    with reading(path, "truncated or corrupted, or not a checkpoint", CheckpointError):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            reason = " ".join(str(exc).split("\n")[0].split())[:160]
+            raise CheckpointError(
+                f"checkpoint {path} holds objects that are not plain data (refused: {reason})"
+            ) from None
+    schema = state.get("schema") if isinstance(state, dict) else None
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise CheckpointError(f"{path} is not an agc checkpoint (no integer schema version)")
+    if schema > SCHEMA_VERSION:
         raise CheckpointError(
-            f"checkpoint {path} holds objects that are not plain data (refused: {reason})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupted ({type(exc).__name__})"
-        ) from None
-    if not isinstance(state, dict) or "schema" not in state:
-        raise CheckpointError(f"{path} is not an agc checkpoint")
-    if state["schema"] > SCHEMA_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} has schema {state['schema']}, newer than this agc "
+            f"checkpoint {path} has schema {schema}, newer than this agc "
             f"({__version__}, schema {SCHEMA_VERSION}); upgrade agc"
         )
     return state
+
+
+# What resuming reads from a checkpoint, and the type each entry must have.
+RESUME_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "model": dict, "optimizer": dict, "scaler": dict, "settings": dict, "trainer": dict,
+    "mini_batch": bool,
+}  # fmt: skip
+
+
+def require(state: dict[str, Any], path: Path, fields: dict[str, type | tuple[type, ...]]) -> None:
+    """Refuse a checkpoint that lacks one of ``fields`` or holds it with another type."""
+    for key, kind in fields.items():
+        if key not in state:
+            raise CheckpointError(f"{path}: not a complete agc checkpoint (no {key!r})")
+        if not isinstance(state[key], kind):
+            raise CheckpointError(
+                f"{path}: not a complete agc checkpoint ({key!r} is a {type(state[key]).__name__})"
+            )
 
 
 def numbered_checkpoints(directory: Path) -> list[Path]:

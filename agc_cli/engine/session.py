@@ -13,7 +13,7 @@ from agc_cli.engine import distributed
 from agc_cli.engine.distributed import SINGLE, DistContext
 from agc_cli.engine.planner import detect_device, recommend
 from agc_cli.engine.progress import NullProgress, Progress
-from agc_cli.engine.rundir import RunDir
+from agc_cli.engine.rundir import MODEL_FILE, RunDir
 from agc_cli.engine.runtime import configure_threads, resolve_device, seed_everything
 from agc_cli.engine.trainer import Trainer, TrainResult
 from agc_cli.errors import UsageError
@@ -21,8 +21,6 @@ from agc_cli.models.base import ClusteringModel
 from agc_cli.models.registry import get_model_class
 from agc_cli.settings import Settings
 from agc_cli.utils.io import atomic_torch_save
-
-MODEL_FILE = "model.pt"
 
 
 @dataclass
@@ -147,9 +145,8 @@ def load_trained(
     ``last.pt``; otherwise a file name in ``checkpoints/`` or a path.
     """
     from agc_cli.engine import checkpoint as ckpt
-    from agc_cli.settings import load_settings
 
-    settings = load_settings(run.read_settings())
+    settings = run.settings()
     graph = load_graph(
         settings.dataset, settings.root, settings.cache_dir, settings.labeled_only,
         settings.storage,
@@ -168,15 +165,15 @@ def load_trained(
 
             raise CheckpointError(f"{run.path} holds no weights (no best.pt, model.pt or last.pt)")
     else:
-        path = Path(checkpoint)
-        if not path.is_file():
-            path = run.checkpoints / checkpoint
-    state = (
-        ckpt.load_checkpoint(path) if path.name != MODEL_FILE else {"model": _load_weights(path)}
-    )
+        path = run.checkpoint_path(checkpoint, model_file=True)  # confined to the run
+    state = run.load_checkpoint(path) if path.name != MODEL_FILE else {"model": _load_weights(path)}
+    if not isinstance(state.get("model"), dict):
+        from agc_cli.errors import CheckpointError
+
+        raise CheckpointError(f"{path}: holds no model weights")
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as exc:
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
         from agc_cli.errors import CheckpointError
 
         raise CheckpointError(f"weights in {path} do not fit the model: {str(exc)[:160]}") from None

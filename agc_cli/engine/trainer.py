@@ -158,6 +158,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "settings": self.settings.to_yaml_dict(),
+            "run_id": self.run.run_id if self.run is not None else None,  # ties it to its run
             "trainer": self.state.state_dict(),
             "mini_batch": bool(self.mini_batch),
             "world_size": self.dist.world_size,

@@ -29,6 +29,7 @@ from torch_geometric.sampler import (
     SamplerOutput,
 )
 
+from agc_cli.data.store import check_neighbour_ids
 from agc_cli.errors import UsageError
 
 _MASK64 = (1 << 64) - 1
@@ -303,7 +304,11 @@ class UniformNeighborSampler(BaseSampler):
         frontier, offset, total = seeds, 0, num_seeds
         for k in self.fan_out:
             edge, owner = _sample_edges(colptr, frontier, k, generator)
-            local, new = _relabel(table, row.index_select(0, edge).long(), total)
+            neighbours = row.index_select(0, edge).long()
+            source = self.topology._sources[1]
+            name = source[0] if source else "the topology's row array (row.npy in a store)"
+            check_neighbour_ids(neighbours, table.numel(), edge, name)
+            local, new = _relabel(table, neighbours, total)
             rows.append(local)
             cols.append(owner + offset)
             edges.append(edge)

@@ -19,7 +19,9 @@ from agc_cli.sampling.loader import make_loader
 from agc_cli.settings import Settings
 
 GNN_TYPES = ["gcn", "sage", "gat", "gin"]
-METHODS = ["dgi", "gae", "ccassg", "dmon", "magi", "daegc"]
+METHODS = [
+    "dgi", "gae", "ccassg", "dmon", "magi", "daegc", "ns4gc", "dinknet", "gbt", "vgae",
+]  # fmt: skip
 
 
 def _sparse_graph(num_nodes: int = 80, num_features: int = 60) -> Graph:

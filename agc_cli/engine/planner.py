@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agc_cli.data.sources import GraphInfo
+from agc_cli.models.ns4gc import DENSE_MAX_NODES as NS4GC_DENSE_MAX_NODES
 from agc_cli.settings import Settings, default_fan_out
 
 GiB = 1024**3
@@ -35,7 +36,8 @@ EDGE_INDEX_BYTES = 16  # int64 [2, E]
 BUILD_BYTES_PER_EDGE = 40  # transients while building the adjacency and its backward (measured)
 # Extra passes over the encoder activations per method (DGI: clean + corrupted, CCASSG: two
 # views); methods not listed run one pass.
-ACTIVATION_PASSES = {"dgi": 2.0, "ccassg": 2.0, "magi": 1.0, "gae": 1.0, "dmon": 1.0, "daegc": 1.0}
+ACTIVATION_PASSES = {"dgi": 2.0, "ccassg": 2.0, "magi": 1.0, "gae": 1.0, "dmon": 1.0, "daegc": 1.0,
+                     "ns4gc": 2.0, "gbt": 2.0, "dinknet": 2.0, "vgae": 1.0}  # fmt: skip
 SMALL_GRAPH = 10_000  # rules of thumb from PyAGC's scalability guide
 LARGE_GRAPH = 1_000_000
 
@@ -262,6 +264,10 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
             return {"decoder pairs (pos + neg)": int(2 * e * h * act_bytes if rows == n else 0)}
         if model == "daegc" and train and rows == n:
             return {"dense reconstruction N×N": int(2 * n * n * 4)}
+        if model == "ns4gc" and train:
+            # The similarity block and its sigmoid, each kept for backward, plus the gradient.
+            entries = min(rows * rows, NS4GC_DENSE_MAX_NODES**2)
+            return {"similarity block S": int(3 * entries * 4)}
         return {}
 
     full_train = {

@@ -7,11 +7,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from agc_cli.models import rng
+from agc_cli.models.augment import mask_columns
 from agc_cli.models.base import ClusteringModel, LossOutput
-from agc_cli.models.batch import Features, GraphBatch
+from agc_cli.models.batch import GraphBatch
 from agc_cli.models.encoder import Encoder
-from agc_cli.models.sparse import SparseMatrix
 
 
 class CCASSG(ClusteringModel):
@@ -69,16 +68,7 @@ class CCASSG(ClusteringModel):
 
     def _view(self, batch: GraphBatch) -> Tensor:
         view = batch.drop_edges(self.edge_drop, self.generator)
-        return self.encoder(_mask_columns(batch.x, self.feature_mask, self.generator), view)
-
-
-def _mask_columns(x: Features, p: float, generator: torch.Generator | None) -> Features:
-    """Zero a random fraction ``p`` of the feature columns (no rescaling, as in the paper)."""
-    values = x.values if isinstance(x, SparseMatrix) else x
-    keep = (rng.uniform(x.shape[1], values.device, generator) >= p).to(values.dtype)
-    if isinstance(x, SparseMatrix):
-        return x.with_values(x.values * keep[x.col])
-    return x * keep
+        return self.encoder(mask_columns(batch.x, self.feature_mask, self.generator), view)
 
 
 def _standardise(z: Tensor) -> Tensor:

@@ -32,3 +32,12 @@ def randint(
     if generator is None:
         return torch.randint(high, size, device=device)
     return torch.randint(high, size, generator=generator, device=generator.device).to(device)
+
+
+def normal(
+    size: tuple[int, ...], device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
+    """Draws from the standard normal distribution."""
+    if generator is None:
+        return torch.randn(size, device=device)
+    return torch.randn(size, generator=generator, device=generator.device).to(device)

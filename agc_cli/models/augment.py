@@ -1,0 +1,40 @@
+"""Graph augmentations shared by the two-view contrastive methods (CCA-SSG, NS4GC, GBT)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from agc_cli.models import rng
+from agc_cli.models.batch import Features, GraphBatch
+from agc_cli.models.encoder import Encoder
+from agc_cli.models.sparse import SparseMatrix
+
+
+def mask_columns(x: Features, p: float, generator: torch.Generator | None) -> Features:
+    """Zero a random fraction ``p`` of the feature columns (no rescaling).
+
+    Sparse features stay sparse: the mask multiplies the stored values by their column's keep
+    bit, so sparse and dense inputs give the same view.
+    """
+    values = x.values if isinstance(x, SparseMatrix) else x
+    keep = (rng.uniform(x.shape[1], values.device, generator) >= p).to(values.dtype)
+    if isinstance(x, SparseMatrix):
+        return x.with_values(x.values * keep[x.col])
+    return x * keep
+
+
+def augmented_view(
+    encoder: Encoder,
+    batch: GraphBatch,
+    edge_drop: float,
+    feature_mask: float,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Encoder output on ``batch`` with a fraction of edges dropped and of columns masked.
+
+    The edges are drawn first, then the columns, from the same generator.
+    """
+    view = batch.drop_edges(edge_drop, generator) if edge_drop > 0 else batch
+    x = mask_columns(batch.x, feature_mask, generator) if feature_mask > 0 else batch.x
+    return encoder(x, view)

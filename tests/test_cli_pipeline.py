@@ -25,7 +25,7 @@ def test_infer_writes_embeddings_for_all_nodes_and_npy(capsys, tmp_path):
     run = trained(capsys, tmp_path)
     r = run_agc(capsys, "infer", run, "--format", "npy")
     assert r.code == 0, r.err
-    assert "Inference: full-batch (cpu)" in r.err
+    assert "Inference: full-batch (cpu)" in r.out  # the result, on stdout
     state = torch.load(tmp_path / "run" / "embeddings.pt", weights_only=True)
     assert state["embeddings"].shape == (400, 16)
     assert torch.equal(state["node_ids"], torch.arange(400))
@@ -65,7 +65,7 @@ def test_cluster_reports_runs_and_writes_outputs(capsys, tmp_path):
     assert r.code == 0, r.err
     lines = [x for x in r.err.splitlines() if x.startswith("Run ")]
     assert len(lines) == 3 and lines[0].startswith("Run 1/3: NMI=") and "ACC=" in lines[0]
-    assert any(x.startswith("Final: NMI=") and "±" in x for x in r.err.splitlines())
+    assert any(x.startswith("Final: NMI=") and "±" in x for x in r.out.splitlines())
     rows = list(csv.reader((tmp_path / "run" / "clusters.csv").open()))
     assert rows[0] == ["node_id", "cluster"] and len(rows) == 401
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

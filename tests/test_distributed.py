@@ -180,7 +180,7 @@ def test_two_process_run_resumes_exactly(tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
     done = _agc("train", *TRAIN, "--epochs", "2", "--nproc-per-node", "2", "--run-dir", str(whole))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "processes: 2 (gloo)" in done.stdout
+    assert "processes: 2 (gloo)" in done.stderr  # the system panel is a header: stderr
     done = _agc("train", *TRAIN, "--epochs", "1", "--nproc-per-node", "2", "--run-dir", str(split))
     assert done.returncode == 0, done.stderr[-3000:]
     state = ckpt.load_checkpoint(split / "checkpoints" / "last.pt")
@@ -224,7 +224,7 @@ def test_two_processes_train_from_one_on_disk_store(tmp_path):
     args = [a if a != GRAPH else str(store) for a in TRAIN]
     done = _agc("train", *args, "--epochs", "2", "--nproc-per-node", "2", "--run-dir", str(run))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "processes: 2 (gloo)" in done.stdout
+    assert "processes: 2 (gloo)" in done.stderr  # the system panel is a header: stderr
     assert [r["epoch"] for r in _metrics(run)] == [1, 2]
     assert (run / "model.pt").is_file()
 

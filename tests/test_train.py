@@ -36,7 +36,7 @@ def test_train_writes_the_run_directory(capsys, tmp_path):
     assert (run / "checkpoints" / "last.pt").is_file() and (
         run / "checkpoints" / "best.pt"
     ).is_file()
-    assert "Training completed in" in r.err and "Peak memory: CPU RSS" in r.err
+    assert "Training completed in" in r.out and "Peak memory: CPU RSS" in r.out  # the result
     assert "Epoch    3/3: loss=" in r.err
 
 

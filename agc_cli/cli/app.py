@@ -9,9 +9,19 @@ import sys
 import typer
 
 from agc_cli import __version__
-from agc_cli.cli import cluster, convert, infer, profile, render, resume, run, stats, train
+from agc_cli.cli import (
+    cluster,
+    convert,
+    discover,
+    infer,
+    profile,
+    render,
+    resume,
+    run,
+    stats,
+    train,
+)
 from agc_cli.cli.render import err_console
-from agc_cli.engine.distributed import DistContext
 from agc_cli.errors import AgcError, SettingsError, UsageError
 
 DATA_PARALLEL = ("train", "resume")  # the commands that may run under torchrun
@@ -20,7 +30,7 @@ app = typer.Typer(
     name="agc",
     help="Attributed graph clustering at any scale: train, embed, cluster, measure.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 app.command("stats")(stats.stats)
@@ -31,6 +41,8 @@ app.command("run")(run.run)
 app.command("resume")(resume.resume)
 app.command("profile")(profile.profile)
 app.command("convert")(convert.convert)
+app.command("models")(discover.models)
+app.command("datasets")(discover.datasets)
 
 
 def _version(value: bool) -> None:
@@ -43,11 +55,20 @@ def _version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        False,
+        "--version",
+        "-V",
+        callback=_version,
+        is_eager=True,
+        help="Print the version and exit.",
     ),
 ) -> None:
     """Exit codes: 0 ok, 1 internal error, 2 usage/settings, 3 input data, 4 checkpoint/resume,
     5 training diverged, 130 interrupted (checkpoint written)."""
+    if "WORLD_SIZE" not in os.environ:
+        return  # one process (torch is imported only by the commands that need it)
+    from agc_cli.engine.distributed import DistContext
+
     place = DistContext.from_env()
     if place.rank > 0:
         render.set_quiet()  # rank 0 alone talks; errors still print (labelled)

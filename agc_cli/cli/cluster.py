@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import torch
 import typer
 
+from agc_cli.cli import common, render
 from agc_cli.cli import options as o
-from agc_cli.cli import render
-from agc_cli.cli.infer import EMBEDDINGS_FILE
-from agc_cli.data.graph import Graph
-from agc_cli.data.sources import load_graph
-from agc_cli.engine.clustering import ClusteringResult, ClusterRun, cluster_embeddings
-from agc_cli.engine.rundir import RunDir
-from agc_cli.engine.runtime import configure_threads, resolve_device
+from agc_cli.cli.results import ClusterReport
 from agc_cli.errors import DataError, UsageError
-from agc_cli.settings import Settings, load_settings
-from agc_cli.utils.io import atomic_write_json, atomic_write_text, make_dir, reading, writing
 
-LABEL_KEYS = ("nmi", "ari", "acc", "f1", "homogeneity", "completeness")
-SHOWN = ("nmi", "ari", "acc", "f1", "modularity", "conductance")
+if TYPE_CHECKING:
+    import torch
+
+    from agc_cli.data.graph import Graph
+    from agc_cli.engine.rundir import RunDir
 
 
 def cluster(
@@ -39,7 +31,7 @@ def cluster(
         ),
     ] = None,
     n_clusters: o.NClusters = None,
-    runs: Annotated[int | None, typer.Option("--runs", help="Independent k-means runs.")] = None,
+    runs: o.Runs = None,
     normalize: Annotated[
         bool | None,
         typer.Option("--normalize/--no-normalize", help="L2-normalise embeddings first."),
@@ -57,13 +49,15 @@ def cluster(
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", help="Where clusters.csv/metrics.json go.")
     ] = None,
-    json_out: o.Json = False,
     dataset: o.Dataset = None,
     root: o.Root = None,
     cache_dir: o.CacheDir = None,
     seed: o.Seed = None,
     device: o.Device = None,
     config: o.Config = None,
+    json_out: o.Json = False,
+    quiet: o.Quiet = False,
+    verbose: o.Verbose = False,
 ) -> None:
     """Cluster embeddings with k-means and report NMI/ARI/ACC/F1, modularity, conductance.
 
@@ -71,17 +65,19 @@ def cluster(
     subset from `agc infer --nodes`, whose clusters-<name>.csv and metrics-<name>.json keep
     the all-node outputs intact).
     """
+    render.configure(json_out, quiet, verbose)
+    flags = o.settings_flags(locals(), exclude=("run_dir",))
     if run_dir is None and embeddings is None:
         raise UsageError("give a RUN_DIR or --embeddings FILE (with --dataset)")
     if projection not in ("pca", "tsne"):
         raise UsageError(f"--projection: expected pca or tsne, got {projection!r}")
-    flags = o.settings_flags(dict(
-        n_clusters=n_clusters, runs=runs, normalize_embeddings=normalize,
-        kmeans_backend=backend, dataset=dataset, root=root, cache_dir=cache_dir, seed=seed,
-        device=device,
-    ))  # fmt: skip
+    from agc_cli.settings import load_settings
+    from agc_cli.utils.io import make_dir
+
     tag = ""
     if run_dir is not None:
+        from agc_cli.engine.rundir import RunDir
+
         run = RunDir.open(run_dir)
         settings = load_settings({**run.read_settings(), **flags})
         emb_path = run_embeddings(run, embeddings)
@@ -90,32 +86,48 @@ def cluster(
         out_dir = output_dir or run.path
     else:
         settings = load_settings(flags, config)
+        common.check_dataset(settings.dataset)
         emb_path = embeddings
         out_dir = output_dir or embeddings.parent
+    render.settings_detail(settings)
     plot = plot_path(plot) if plot is not None else None
     make_dir(out_dir, "--output-dir: cannot create the output directory")
     emb, ids = read_embeddings(emb_path)
+    from agc_cli.data.sources import load_graph
+
     graph = load_graph(
         settings.dataset, settings.root, settings.cache_dir, settings.labeled_only,
         settings.storage,
     )  # fmt: skip
     check_embeddings(emb_path, ids, graph, explicit_ids=emb_path.suffix != ".npy")
-    if ids.numel() < graph.num_nodes and not json_out:
+    if ids.numel() < graph.num_nodes:
         render.note(f"clustering {ids.numel():,} of {graph.num_nodes:,} nodes (the ids in "
                     f"{emb_path}); metrics are over these nodes")  # fmt: skip
-    result = cluster_and_report(emb, ids, graph, settings, structure, quiet=json_out)
-    metrics = write_cluster_outputs(out_dir, result, ids, settings, tag)
+    result = common.cluster_and_report(emb, ids, graph, settings, structure)
+    metrics, clusters_file, metrics_file = common.write_cluster_outputs(
+        out_dir, result, ids, settings, tag
+    )
     if plot is not None:
         draw_projection(plot, emb, result.labels, projection, settings.seed)
         render.note(f"wrote {plot}")
-    if json_out:
-        render.print_json(metrics)
+    report = ClusterReport(
+        metrics, int(ids.numel()), int(graph.num_nodes), emb_path, clusters_file, metrics_file,
+        plot,
+    )  # fmt: skip
+    render.emit(report, show)
+
+
+def show(report: ClusterReport) -> None:
+    summary = {k: (report.metrics["mean"][k], report.metrics["std"][k])
+               for k in report.metrics["mean"]}  # fmt: skip
+    render.line(f"Final: {common.format_summary(summary)}")
+    render.line(f"Clusters: {report.clusters_file}; metrics: {report.metrics_file}")
 
 
 def run_embeddings(run: RunDir, name: Path | None) -> Path:
     """The run's embeddings file: ``embeddings.pt``, or ``name`` (a file of the run)."""
     if name is None:
-        path = run.path / EMBEDDINGS_FILE
+        path = run.path / common.EMBEDDINGS_FILE
         if path.is_file():
             return path
         subsets = sorted(p.name for p in run.path.glob("embeddings-*.pt"))
@@ -135,6 +147,8 @@ def run_embeddings(run: RunDir, name: Path | None) -> Path:
 def plot_path(path: Path) -> Path:
     """The image file ``--plot`` writes: ``.png`` added when the name has no suffix; the
     folder is created now, so a place that cannot hold it fails before any clustering."""
+    from agc_cli.utils.io import make_dir
+
     try:
         import matplotlib
 
@@ -169,70 +183,19 @@ def check_embeddings(path: Path, ids: torch.Tensor, graph: Graph, explicit_ids: 
         )
     if int(ids.min()) < 0 or int(ids.max()) >= graph.num_nodes:
         raise DataError(f"{path}: node ids must be in [0, {graph.num_nodes}) for {graph.name}")
+    import torch
+
     if torch.unique(ids).numel() != ids.numel():
         raise DataError(f"{path}: node ids repeat; each node may appear once")
 
 
-def cluster_and_report(
-    emb: torch.Tensor, ids: torch.Tensor, graph: Graph, settings: Settings, structure: bool = True,
-    quiet: bool = False,
-) -> ClusteringResult:  # fmt: skip
-    configure_threads()
-    dev = resolve_device(settings.device)
-
-    def report(i: int, run: ClusterRun) -> None:
-        if not quiet:
-            render.note(f"Run {i + 1}/{settings.runs}: {format_metrics(run.metrics)} "
-                        f"[{run.seconds:.2f}s]")  # fmt: skip
-
-    result = cluster_embeddings(
-        emb, graph, node_ids=ids, n_clusters=settings.n_clusters, runs=settings.runs,
-        seed=settings.seed, normalize=settings.normalize_embeddings,
-        backend=settings.kmeans_backend, device=dev, structure=structure, report=report,
-    )  # fmt: skip
-    if not quiet:
-        render.note(f"Final: {format_summary(result.summary)}")
-    return result
-
-
-def format_metrics(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k.upper()}={100 * metrics[k]:.2f}" for k in SHOWN if k in metrics)
-
-
-def format_summary(summary: dict[str, tuple[float, float]]) -> str:
-    return ", ".join(
-        f"{k.upper()}={100 * summary[k][0]:.2f}±{100 * summary[k][1]:.2f}"
-        for k in SHOWN
-        if k in summary
-    )
-
-
-def write_cluster_outputs(
-    out_dir: Path, result: ClusteringResult, ids: torch.Tensor, settings: Settings, tag: str = ""
-) -> dict:
-    """``clusters<tag>.csv`` (node id, cluster of the best run) and ``metrics<tag>.json``."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["node_id", "cluster"])
-    writer.writerows(zip(ids.tolist(), result.labels.tolist(), strict=True))
-    atomic_write_text(out_dir / f"clusters{tag}.csv", buf.getvalue())
-    metrics = {
-        "n_clusters": result.n_clusters,
-        "runs": [
-            {"seed": r.seed, "inertia": r.inertia, "seconds": r.seconds, "backend": r.backend,
-             **r.metrics}
-            for r in result.runs
-        ],
-        "mean": {k: v[0] for k, v in result.summary.items()},
-        "std": {k: v[1] for k, v in result.summary.items()},
-        "normalize_embeddings": settings.normalize_embeddings,
-    }  # fmt: skip
-    atomic_write_json(out_dir / f"metrics{tag}.json", metrics)
-    return metrics
-
-
 def read_embeddings(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings and node ids from ``agc infer``'s ``.pt`` or a plain ``.npy`` matrix."""
+    import numpy as np
+    import torch
+
+    from agc_cli.utils.io import reading
+
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     with reading(path, "not an embeddings file"):
@@ -255,8 +218,11 @@ def draw_projection(
 ) -> None:  # fmt: skip
     """Scatter plot of a 2-D PCA or t-SNE projection of (a sample of) the embeddings."""
     import matplotlib.pyplot as plt  # checked by plot_path
+    import numpy as np
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+
+    from agc_cli.utils.io import writing
 
     rng = np.random.default_rng(seed)
     n = emb.shape[0]

@@ -8,13 +8,10 @@ from typing import Annotated
 
 import typer
 
+from agc_cli.cli import common, render
 from agc_cli.cli import options as o
-from agc_cli.cli import render
-from agc_cli.cli.train import peak_line
-from agc_cli.data.sources import convert_dataset
-from agc_cli.engine.memory import MemoryMonitor
-from agc_cli.engine.planner import fmt_bytes
-from agc_cli.settings import load_settings
+from agc_cli.cli.results import ConvertReport
+from agc_cli.errors import UsageError
 
 
 def convert(
@@ -32,6 +29,8 @@ def convert(
     cache_dir: o.CacheDir = None,
     labeled_only: o.LabeledOnly = None,
     json_out: o.Json = False,
+    quiet: o.Quiet = False,
+    verbose: o.Verbose = False,
 ) -> None:
     """Write a graph as an on-disk store that train, infer and cluster memory-map.
 
@@ -39,25 +38,31 @@ def convert(
     generated straight into the files, so they may be larger than RAM. An existing OUT_DIR is
     never overwritten without --force; a crash leaves it untouched.
     """
-    flags = o.settings_flags(
-        dict(dataset=dataset, root=root, cache_dir=cache_dir, labeled_only=labeled_only)
-    )
-    settings = load_settings(flags)
-    report = None if json_out else render.note
+    render.configure(json_out, quiet, verbose)
+    from agc_cli.settings import load_settings
+
+    settings = load_settings(o.settings_flags(locals()))
+    if dtype not in ("float32", "float16"):
+        raise UsageError(f"--dtype: expected float32 or float16, got {dtype!r}")
+    common.check_dataset(settings.dataset)
+    from agc_cli.data.sources import convert_dataset
+    from agc_cli.engine.memory import MemoryMonitor
+
     t0 = time.perf_counter()
     with MemoryMonitor() as monitor:
         meta = convert_dataset(
             settings.dataset, out_dir, settings.root, settings.cache_dir, settings.labeled_only,
-            dtype=dtype, force=force, report=report,
+            dtype=dtype, force=force, report=render.note,
         )  # fmt: skip
     seconds = time.perf_counter() - t0
-    size = sum(entry["bytes"] for entry in meta["files"].values())
-    if json_out:
-        render.print_json(
-            {"path": str(out_dir), "bytes": size, "seconds": seconds,
-             "peak_rss_bytes": monitor.peak.rss_bytes, "meta": meta}
-        )  # fmt: skip
-        return
+    size = sum(int(entry["bytes"]) for entry in meta["files"].values())
+    report = ConvertReport(out_dir, size, seconds, int(monitor.peak.rss_bytes), meta)
+    render.emit(report, show)
+    render.note(f"use it with: agc train --dataset {out_dir}")
+
+
+def show(report: ConvertReport) -> None:
+    meta, fmt_bytes = report.meta, render.fmt_bytes
     labeled = meta["labeled_nodes"]
     files = ", ".join(f"{e['file']} {fmt_bytes(e['bytes'])}" for e in meta["files"].values())
     rows = [
@@ -66,9 +71,8 @@ def convert(
         ("features", f"{meta['features']:,} {meta['feature_dtype']} ({meta['feature_layout']})"),
         ("labeled nodes", f"{labeled:,}" if labeled is not None else "-"),
         ("files", files),
-        ("size", fmt_bytes(size)),
-        ("time", f"{seconds:.1f} s"),
-        ("peak memory", peak_line(monitor.peak)),
+        ("size", fmt_bytes(report.bytes)),
+        ("time", f"{report.seconds:.1f} s"),
+        ("peak memory", render.peak_line(report.peak_rss_bytes, None)),
     ]
-    render.key_values(f"Store {out_dir}", rows)
-    render.note(f"use it with: agc train --dataset {out_dir}")
+    render.key_values(f"Store {report.path}", rows)

@@ -1,15 +1,21 @@
-"""Option aliases shared by the subcommands.
+"""Option aliases shared by the subcommands, each declared once.
 
 Every settings flag defaults to ``None`` so that only what the user passed overrides the
-environment, the YAML file and the presets (see ``agc_cli/settings.py``).
+environment, the YAML file and the presets (see ``agc_cli/settings.py``); ``--help`` shows the
+value that applies otherwise, read from the settings and the presets. This module imports
+neither torch nor a model, so ``agc --help`` is instant.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from agc_cli.presets import PRESETS
+from agc_cli.settings import Settings
 
 DATA = "Data"
 MODEL = "Model"
@@ -18,134 +24,159 @@ INFER = "Inference"
 CLUSTER = "Clustering"
 OUTPUT = "Output"
 
+# The registry's method names (agc_cli.models.registry.MODELS, in its order), kept here so that
+# `--help` and the check of --model need no torch; tests/test_discover.py keeps them equal.
+MODEL_NAMES = ("dgi", "gae", "ccassg", "dmon", "magi", "daegc", "sgc", "ssgc", "s2cag",
+               "ms2cag", "ns4gc", "dinknet", "gbt", "vgae", "kmeans")  # fmt: skip
+
+_PRESET_KEYS = {key for method in PRESETS.values() for entry in method.values() for key in entry}
+
+
+def default(name: str) -> str | bool:
+    """What ``--help`` shows as the default of setting ``name``: its value, noting a preset."""
+    value = Settings.model_fields[name].default
+    if value is None:
+        return False
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return f"model preset, else {text}" if name in _PRESET_KEYS else text
+
+
+def _opt(*names: str, setting: str | None = None, panel: str, **kwargs: Any) -> Any:
+    """A settings flag: default None (not passed), ``--help`` showing the setting's default."""
+    if setting is not None:
+        kwargs.setdefault("show_default", default(setting))
+    return typer.Option(*names, rich_help_panel=panel, **kwargs)
+
+
 Config = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML settings file (train.conf.yaml format).",
-                 rich_help_panel=OUTPUT),
-]  # fmt: skip
+    _opt("--config", "-c", help="YAML settings file (train.conf.yaml format).", panel=OUTPUT),
+]
 Dataset = Annotated[
     str | None,
-    typer.Option("--dataset", "-d", help="Catalog name, synthetic preset or path.",
-                 rich_help_panel=DATA),
+    _opt("--dataset", "-d", setting="dataset", panel=DATA,
+         help="Catalog name, synthetic preset or path (list them: agc datasets)."),
 ]  # fmt: skip
 Root = Annotated[
     Path | None,
-    typer.Option("--root", help="Dataset root with raw files (never written to when present).",
-                 rich_help_panel=DATA),
+    _opt("--root", panel=DATA,
+         help="Dataset root with raw files (never written to when present; env AGC_ROOT)."),
 ]  # fmt: skip
 CacheDir = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="Where processed graphs are cached (env AGC_CACHE_DIR).",
-                 rich_help_panel=DATA),
-]  # fmt: skip
+    _opt("--cache-dir", help="Where processed graphs are cached (env AGC_CACHE_DIR).", panel=DATA),
+]
 LabeledOnly = Annotated[
     bool | None,
-    typer.Option("--labeled-only/--all-nodes",
-                 help="Use the subgraph induced by labeled nodes (Papers100M).",
-                 rich_help_panel=DATA),
+    _opt("--labeled-only/--all-nodes", setting="labeled_only", panel=DATA,
+         help="Use the subgraph induced by labeled nodes (Papers100M)."),
 ]  # fmt: skip
 Model = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Method: dgi, gae, magi, ccassg, daegc, dmon, ...",
-                 rich_help_panel=MODEL),
+    _opt("--model", "-m", setting="model", panel=MODEL,
+         help=f"Method: {', '.join(MODEL_NAMES)} (details: agc models)."),
 ]  # fmt: skip
 GnnType = Annotated[
     str | None,
-    typer.Option("--gnn-type", help="Encoder: gcn, sage, gat, gin.", rich_help_panel=MODEL),
+    _opt("--gnn-type", setting="gnn_type", help="Encoder: gcn, sage, gat, gin.", panel=MODEL),
 ]
 HiddenChannels = Annotated[
-    int | None, typer.Option("--hidden-channels", help="Hidden size.", rich_help_panel=MODEL)
-]
+    int | None, _opt("--hidden-channels", setting="hidden_channels", help="Hidden size.",
+                     panel=MODEL)
+]  # fmt: skip
 NumLayers = Annotated[
-    int | None, typer.Option("--num-layers", help="Encoder layers.", rich_help_panel=MODEL)
+    int | None, _opt("--num-layers", setting="num_layers", help="Encoder layers.", panel=MODEL)
 ]
 Heads = Annotated[
-    int | None, typer.Option("--heads", help="GAT attention heads.", rich_help_panel=MODEL)
+    int | None, _opt("--heads", setting="heads", help="GAT attention heads.", panel=MODEL)
 ]
 Dropout = Annotated[
-    float | None, typer.Option("--dropout", help="Dropout on layer inputs.", rich_help_panel=MODEL)
+    float | None,
+    _opt("--dropout", setting="dropout", help="Dropout on layer inputs.", panel=MODEL),
 ]
 NClusters = Annotated[
     int | None,
-    typer.Option("--n-clusters", "-k", help="Clusters (default: number of classes).",
-                 rich_help_panel=CLUSTER),
-]  # fmt: skip
+    _opt("--n-clusters", "-k", help="Clusters (default: number of classes).", panel=CLUSTER),
+]
+Runs = Annotated[
+    int | None,
+    _opt("--runs", setting="runs", help="Independent k-means runs.", panel=CLUSTER),
+]
 MiniBatch = Annotated[
     bool | None,
-    typer.Option("--mini-batch/--full-batch",
-                 help="Training mode (default: the `agc stats` recommendation).",
-                 rich_help_panel=TRAIN),
+    _opt("--mini-batch/--full-batch", panel=TRAIN,
+         help="Training mode (default: the `agc stats` recommendation)."),
 ]  # fmt: skip
 BatchSize = Annotated[
-    int | None, typer.Option("--batch-size", help="Seed nodes per batch.", rich_help_panel=TRAIN)
+    int | None,
+    _opt("--batch-size", setting="batch_size", help="Seed nodes per batch.", panel=TRAIN),
 ]
 FanOut = Annotated[
     str | None,
-    typer.Option("--fan-out", help="Neighbours per layer: 15 or 15,10 (-1 = all).",
-                 rich_help_panel=TRAIN),
+    _opt("--fan-out", panel=TRAIN,
+         help="Neighbours per layer: 15 or 15,10 (-1 = all; default: 15 for ≤2 layers, 10 for 3, "
+              "5 deeper)."),
 ]  # fmt: skip
 FanOutFinal = Annotated[
     str | None,
-    typer.Option("--fan-out-final",
-                 help="Adaptive schedule: fan-out reached at the last epoch (grows linearly).",
-                 rich_help_panel=TRAIN),
+    _opt("--fan-out-final", panel=TRAIN,
+         help="Adaptive schedule: fan-out reached at the last epoch (grows linearly)."),
 ]  # fmt: skip
 Epochs = Annotated[
-    int | None, typer.Option("--epochs", help="Training epochs.", rich_help_panel=TRAIN)
+    int | None, _opt("--epochs", setting="epochs", help="Training epochs.", panel=TRAIN)
 ]
-Lr = Annotated[float | None, typer.Option("--lr", help="Learning rate.", rich_help_panel=TRAIN)]
+Lr = Annotated[float | None, _opt("--lr", setting="lr", help="Learning rate.", panel=TRAIN)]
 Device = Annotated[
     str | None,
-    typer.Option("--device", help="auto, cpu, cuda or cuda:N.", rich_help_panel=TRAIN),
+    _opt("--device", setting="device", help="auto, cpu, cuda or cuda:N.", panel=TRAIN),
 ]
 Precision = Annotated[
     str | None,
-    typer.Option("--precision", help="32, bf16 or 16 (fp16 with a grad scaler on CUDA).",
-                 rich_help_panel=TRAIN),
+    _opt("--precision", setting="precision", panel=TRAIN,
+         help="32, bf16 or 16 (fp16 with a grad scaler on CUDA)."),
 ]  # fmt: skip
 Accumulate = Annotated[
     int | None,
-    typer.Option("--accumulate", help="Gradient accumulation steps.", rich_help_panel=TRAIN),
+    _opt("--accumulate", setting="accumulate", help="Gradient accumulation steps.", panel=TRAIN),
 ]
 NumWorkers = Annotated[
     int | None,
-    typer.Option("--num-workers", help="Sampler worker processes.", rich_help_panel=TRAIN),
+    _opt("--num-workers", setting="num_workers", help="Sampler worker processes.", panel=TRAIN),
 ]
 Seed = Annotated[
     int | None,
-    typer.Option("--seed", help="Seed of every random stream (runs are reproducible).",
-                 rich_help_panel=TRAIN),
+    _opt("--seed", setting="seed", panel=TRAIN,
+         help="Seed of every random stream (runs are reproducible)."),
 ]  # fmt: skip
 Patience = Annotated[
     int | None,
-    typer.Option("--patience", help="Early-stopping patience in epochs (0 = off).",
-                 rich_help_panel=TRAIN),
+    _opt("--patience", setting="patience", panel=TRAIN,
+         help="Early-stopping patience in epochs (0 = off)."),
 ]  # fmt: skip
 RunDir = Annotated[
     Path | None,
-    typer.Option("--run-dir", help="Run directory (default runs/<dataset>-<model>-<time>).",
-                 rich_help_panel=OUTPUT),
+    _opt("--run-dir", panel=OUTPUT,
+         help="Run directory (default runs/<dataset>-<model>-<time>)."),
 ]  # fmt: skip
 SaveEvery = Annotated[
     int | None,
-    typer.Option("--save-every", help="Checkpoint every N epochs.", rich_help_panel=OUTPUT),
+    _opt("--save-every", setting="save_every", help="Checkpoint every N epochs.", panel=OUTPUT),
 ]
 SaveEveryBatch = Annotated[
     int | None,
-    typer.Option("--save-every-batch", help="Checkpoint every N batches.",
-                 rich_help_panel=OUTPUT),
+    _opt("--save-every-batch", setting="save_every_batch", help="Checkpoint every N batches.",
+         panel=OUTPUT),
 ]  # fmt: skip
-InferBatchSize = Annotated[int | None, typer.Option("--infer-batch-size", rich_help_panel=INFER)]
+InferBatchSize = Annotated[
+    int | None,
+    _opt("--infer-batch-size", setting="infer_batch_size", help="Nodes per inference batch.",
+         panel=INFER),
+]  # fmt: skip
 InferFanOut = Annotated[
     int | None,
-    typer.Option("--infer-fan-out", help="-1 = exact layer-wise; >0 samples.",
-                 rich_help_panel=INFER),
+    _opt("--infer-fan-out", setting="infer_fan_out", help="-1 = exact layer-wise; >0 samples.",
+         panel=INFER),
 ]  # fmt: skip
-Json = Annotated[
-    bool, typer.Option("--json", help="Print the result as JSON on stdout.", rich_help_panel=OUTPUT)
-]
-
-
 NprocPerNode = Annotated[
     int,
     typer.Option("--nproc-per-node", metavar="<int>",
@@ -154,7 +185,35 @@ NprocPerNode = Annotated[
                       "train` instead.", rich_help_panel=TRAIN),
 ]  # fmt: skip
 
+# Output options: every command takes all three.
+Json = Annotated[
+    bool,
+    typer.Option("--json", help="Print the result as one JSON document on stdout, nothing else.",
+                 rich_help_panel=OUTPUT),
+]  # fmt: skip
+Quiet = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="No progress, headers or notes on stderr (errors only).",
+                 rich_help_panel=OUTPUT),
+]  # fmt: skip
+Verbose = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="More detail on stderr (e.g. every resolved setting).",
+                 rich_help_panel=OUTPUT),
+]  # fmt: skip
 
-def settings_flags(values: dict[str, Any]) -> dict[str, Any]:
-    """Keep only settings the user passed; ``--fan-out`` text is parsed by the settings."""
-    return {k: v for k, v in values.items() if v is not None}
+# Flag names that differ from the setting they set.
+RENAMED = {"normalize": "normalize_embeddings", "backend": "kmeans_backend"}
+
+
+def settings_flags(values: Mapping[str, Any], exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """The settings the user passed, from a command's parameters (``locals()``): every
+    parameter named like a setting (or in ``RENAMED``) whose value is not None. ``--fan-out``
+    text is parsed by the settings."""
+    skip = set(exclude)
+    out = {}
+    for name, value in values.items():
+        key = RENAMED.get(name, name)
+        if name not in skip and key in Settings.model_fields and value is not None:
+            out[key] = value
+    return out

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from agc_cli.cli import common, render
 from agc_cli.cli import options as o
-from agc_cli.cli import render
-from agc_cli.engine.inference import infer as run_inference
-from agc_cli.engine.profiling import (
-    ProfileConfig,
-    StepProfiler,
-    cuda_memory_history,
-    stage_summary,
-)
-from agc_cli.engine.rundir import RunDir
-from agc_cli.engine.session import open_session
-from agc_cli.engine.trainer import Trainer
+from agc_cli.cli.results import ProfileReport, ProfileStage
 from agc_cli.errors import UsageError
-from agc_cli.settings import load_settings
 
 SORT_KEYS = ("cpu_time_total", "self_cpu_time_total", "device_time_total",
              "self_device_time_total", "cpu_memory_usage", "count")  # fmt: skip
@@ -64,6 +54,9 @@ def profile(
     seed: o.Seed = None,
     run_dir: o.RunDir = None,
     infer_batch_size: o.InferBatchSize = None,
+    json_out: o.Json = False,
+    quiet: o.Quiet = False,
+    verbose: o.Verbose = False,
 ) -> None:
     """Profile training (or inference) steps: key_averages table, stage shares, chrome trace.
 
@@ -77,11 +70,23 @@ def profile(
         raise UsageError("--wait/--warmup must be >= 0 and --active/--steps >= 1")
     if sort is not None and sort not in SORT_KEYS:
         raise UsageError(f"--sort: expected one of {', '.join(SORT_KEYS)}")
-    flags = {k: v for k, v in locals().items() if k in {
-        "dataset", "root", "cache_dir", "model", "gnn_type", "hidden_channels", "num_layers",
-        "heads", "mini_batch", "batch_size", "fan_out", "lr", "device", "precision",
-        "num_workers", "seed", "run_dir", "infer_batch_size"}}  # fmt: skip
-    settings = load_settings(o.settings_flags(flags), config)
+    render.configure(json_out, quiet, verbose)
+    from agc_cli.settings import load_settings
+
+    settings = load_settings(o.settings_flags(locals()), config)
+    common.validate_static(settings, training=stage_name == "train")
+    render.settings_detail(settings)
+    from agc_cli.engine.inference import infer as run_inference
+    from agc_cli.engine.profiling import (
+        ProfileConfig,
+        StepProfiler,
+        cuda_memory_history,
+        stage_summary,
+    )
+    from agc_cli.engine.rundir import RunDir
+    from agc_cli.engine.session import open_session
+    from agc_cli.engine.trainer import Trainer
+
     cfg = ProfileConfig(wait=wait, warmup=warmup, active=active)
     render.note(f"loading {settings.dataset} ...")
     session = open_session(settings)
@@ -91,7 +96,8 @@ def profile(
     total = cfg.steps
     # Enough epochs to reach the step budget whatever the batches per epoch.
     long_settings = session.settings.model_copy(update={"epochs": max(total, 1), "save_every": 0})
-    with cuda_memory_history(dev, run.path / "memory_snapshot.pickle"):
+    snapshot = run.path / "memory_snapshot.pickle"
+    with cuda_memory_history(dev, snapshot):
         if stage_name == "train":
             prof = StepProfiler(cfg, dev)
             trainer = Trainer(session.graph, session.model, long_settings, dev, None,
@@ -111,17 +117,41 @@ def profile(
     torch_prof = prof.profile
     trace.parent.mkdir(parents=True, exist_ok=True)
     torch_prof.export_chrome_trace(str(trace))
-    key = sort or ("device_time_total" if dev.type == "cuda" else "cpu_time_total")
-    table = torch_prof.key_averages().table(sort_by=key, row_limit=row_limit)
-    print(table)
-    shares = stage_summary(torch_prof, dev)
-    total_ms = sum(shares.values()) or 1.0
-    clock = "device" if dev.type == "cuda" else "CPU"
-    render.table(
-        f"Time per stage over {cfg.active} recorded step(s) ({clock} time)",
-        ["stage", "ms", "share"],
-        [[name, f"{ms:.1f}", f"{100 * ms / total_ms:.1f}%"] for name, ms in shares.items()],
-    )
     render.note(f"wrote {trace} (open in chrome://tracing or ui.perfetto.dev)")
     if dev.type == "cuda":
-        render.note(f"wrote {run.path / 'memory_snapshot.pickle'} (pytorch.org/memory_viz)")
+        render.note(f"wrote {snapshot} (pytorch.org/memory_viz)")
+    key = sort or ("device_time_total" if dev.type == "cuda" else "cpu_time_total")
+    averages = torch_prof.key_averages()
+    shares = stage_summary(torch_prof, dev)
+    total_ms = sum(shares.values()) or 1.0
+    operators = sorted(averages, key=lambda e: getattr(e, key, 0) or 0, reverse=True)[:row_limit]
+    report = ProfileReport(
+        run_dir=run.path, stage=stage_name, device=str(dev),
+        clock="device" if dev.type == "cuda" else "CPU", active_steps=cfg.active,
+        stages=[ProfileStage(name, ms, ms / total_ms) for name, ms in shares.items()],
+        operators=[_operator(e) for e in operators], trace=trace,
+        memory_snapshot=snapshot if dev.type == "cuda" else None,
+        table=averages.table(sort_by=key, row_limit=row_limit) if not json_out else "",
+    )  # fmt: skip
+    render.emit(report, show)
+
+
+def _operator(event: Any) -> dict[str, Any]:
+    """One row of ``key_averages`` with its times in microseconds."""
+    return {
+        "name": event.key,
+        "count": int(event.count),
+        "cpu_time_total_us": float(event.cpu_time_total),
+        "self_cpu_time_total_us": float(event.self_cpu_time_total),
+        "device_time_total_us": float(getattr(event, "device_time_total", 0.0) or 0.0),
+        "cpu_memory_usage_bytes": int(event.cpu_memory_usage),
+    }
+
+
+def show(report: ProfileReport) -> None:
+    render.line(report.table)
+    render.table(
+        f"Time per stage over {report.active_steps} recorded step(s) ({report.clock} time)",
+        ["stage", "ms", "share"],
+        [[s.name, f"{s.ms:.1f}", f"{100 * s.share:.1f}%"] for s in report.stages],
+    )

@@ -14,7 +14,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from agc_cli.cli import render
 from agc_cli.cli.render import err_console
+from agc_cli.engine.progress import NullProgress
 
 
 class _NodesPerSecond(TextColumn):
@@ -86,3 +88,15 @@ class RichProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+class _Silent(NullProgress):
+    """``--quiet``: no epoch lines, no bar."""
+
+    def close(self) -> None:
+        pass
+
+
+def make_progress() -> RichProgress | _Silent:
+    """Epoch lines and a bar on stderr, or nothing with ``--quiet``."""
+    return _Silent() if render.quiet() else RichProgress()

@@ -7,15 +7,10 @@ from typing import Annotated
 
 import typer
 
+from agc_cli.cli import common, render
 from agc_cli.cli import options as o
-from agc_cli.cli import render
-from agc_cli.cli.progress import RichProgress
-from agc_cli.cli.train import peak_line
-from agc_cli.engine import distributed
-from agc_cli.engine.resume import resume as resume_run
-from agc_cli.engine.session import MODEL_FILE
+from agc_cli.cli.results import TrainReport
 from agc_cli.errors import UsageError
-from agc_cli.utils.io import atomic_torch_save
 
 
 def resume(
@@ -38,6 +33,9 @@ def resume(
     dataset: o.Dataset = None,
     seed: o.Seed = None,
     nproc_per_node: o.NprocPerNode = 1,
+    json_out: o.Json = False,
+    quiet: o.Quiet = False,
+    verbose: o.Verbose = False,
 ) -> None:
     """Continue training exactly where the run stopped (settings come from the checkpoint).
 
@@ -45,26 +43,40 @@ def resume(
     change the model or the data are refused (exit code 4). --nproc-per-node may differ from
     the run's: the rest of the epoch is then re-sharded (noted).
     """
-    overrides = {k: v for k, v in locals().items()
-                 if k not in ("run_dir", "checkpoint", "best", "nproc_per_node")
-                 and v is not None}  # fmt: skip
+    render.configure(json_out, quiet, verbose)
+    overrides = o.settings_flags(locals(), exclude=("run_dir",))
     if nproc_per_node < 1:
         raise UsageError(f"nproc_per_node: expected >= 1, got {nproc_per_node}")
+    from agc_cli.engine import distributed
+
     if nproc_per_node > 1 and not distributed.under_launcher():
         argv = ["resume", str(run_dir)]
         argv += ["--checkpoint", checkpoint] if checkpoint else []
         argv += ["--best"] if best else []
         for key, value in overrides.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
+        argv += [f for f, on in (("--json", json_out), ("--quiet", quiet),
+                                 ("--verbose", verbose)) if on]  # fmt: skip
         render.note(f"resuming {run_dir} in {nproc_per_node} data-parallel processes ...")
         raise typer.Exit(distributed.launch(nproc_per_node, argv))
     try:
-        _resume(run_dir, overrides, checkpoint, best)
+        report = _resume(run_dir, overrides, checkpoint, best)
     finally:
         distributed.shutdown()
+    render.emit(report, show)
 
 
-def _resume(run_dir: Path, overrides: dict, checkpoint: str | None, best: bool) -> None:
+def show(report: TrainReport) -> None:
+    for text in common.train_lines(report):
+        render.line(text)
+
+
+def _resume(run_dir: Path, overrides: dict, checkpoint: str | None, best: bool) -> TrainReport:
+    from agc_cli.cli.progress import make_progress
+    from agc_cli.engine.resume import resume as resume_run
+    from agc_cli.engine.session import MODEL_FILE
+    from agc_cli.utils.io import atomic_torch_save
+
     resumed = resume_run(run_dir, overrides, checkpoint, best)
     trainer = resumed.trainer
     main = resumed.session.dist.is_main
@@ -77,7 +89,7 @@ def _resume(run_dir: Path, overrides: dict, checkpoint: str | None, best: bool) 
     try:
         if main:
             trainer.run.truncate_metrics(trainer.state.epoch)
-            trainer.progress = RichProgress()
+            trainer.progress = make_progress()
         try:
             result = trainer.fit()
         finally:
@@ -88,8 +100,6 @@ def _resume(run_dir: Path, overrides: dict, checkpoint: str | None, best: bool) 
     finally:
         if main:
             trainer.run.release()
-    render.note(
-        f"Training completed in {result.seconds:.2f} s (avg {result.ms_per_epoch:.1f} ms/epoch); "
-        f"final loss {result.loss:.4f}"
+    return common.train_report(
+        result, resumed.session, trainer.run if main else None, resumed.checkpoint.name
     )
-    render.note(f"Peak memory: {peak_line(result.peak)}")

@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
-import typer
-
+from agc_cli.cli import common, render
 from agc_cli.cli import options as o
-from agc_cli.cli import render
-from agc_cli.cli.cluster import cluster_and_report, format_summary, write_cluster_outputs
-from agc_cli.cli.infer import embed, write_embeddings
-from agc_cli.cli.train import peak_line, run_training, start_session
-from agc_cli.engine.memory import MemoryMonitor
-from agc_cli.engine.planner import fmt_bytes
-from agc_cli.settings import load_settings
+from agc_cli.cli.results import Peak, RunReport, Stage
 
 
 def run(
@@ -46,43 +38,55 @@ def run(
     save_every: o.SaveEvery = None,
     infer_batch_size: o.InferBatchSize = None,
     infer_fan_out: o.InferFanOut = None,
-    runs: Annotated[int | None, typer.Option("--runs", help="Independent k-means runs.")] = None,
+    runs: o.Runs = None,
     json_out: o.Json = False,
+    quiet: o.Quiet = False,
+    verbose: o.Verbose = False,
 ) -> None:
     """Train → infer → cluster in one go (default dataset: sbm-small), with a summary table."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "json_out")}
-    settings = load_settings(o.settings_flags(flags), config)
-    stages: list[list[str]] = []
+    render.configure(json_out, quiet, verbose)
+    from agc_cli.settings import load_settings
+
+    settings = load_settings(o.settings_flags(locals()), config)
+    common.validate_static(settings)
     t0 = time.perf_counter()
-    session, run_dir = start_session(settings)
-    stages.append(["load + setup", f"{time.perf_counter() - t0:.2f} s", "-", session.graph.name])
+    session, run_dir = common.start_session(settings)
+    stages = [Stage("load + setup", time.perf_counter() - t0, None, session.graph.name)]
+    train = None
     if getattr(session.model, "trainable", True):
-        result = run_training(session, run_dir)
-        stages.append([
-            "train", f"{result.seconds:.2f} s", peak_line(result.peak),
-            f"loss {result.loss:.4f} after {result.epochs} epochs",
-        ])  # fmt: skip
+        train = common.run_training(session, run_dir)
+        for text in common.train_lines(train):
+            render.note(text)
+        stages.append(Stage("train", train.seconds, train.peak,
+                            f"loss {train.loss:.4f} after {train.epochs} epochs"))  # fmt: skip
     else:
         run_dir.release()  # nothing trains: infer and cluster write without the run's lock
         render.note(f"{session.settings.model}: no training needed (non-parametric)")
-    inference = embed(session.model, session.graph, session.settings, None)
-    write_embeddings(run_dir.path, inference, session.graph, session.settings)
-    stages.append([
-        "infer", f"{inference.seconds:.2f} s", peak_line(inference.peak), inference.mode,
-    ])  # fmt: skip
+    inference = common.embed(session.model, session.graph, session.settings, None)
+    infer = common.write_embeddings(run_dir.path, inference, session.graph, session.settings)
+    render.note(common.infer_line(infer))
+    stages.append(Stage("infer", infer.seconds, infer.peak, infer.mode))
+    from agc_cli.engine.memory import MemoryMonitor
+
     t1 = time.perf_counter()
     with MemoryMonitor() as mon:
-        clustering = cluster_and_report(
-            inference.embeddings, inference.node_ids, session.graph, session.settings,
-            quiet=json_out,
-        )  # fmt: skip
-    metrics = write_cluster_outputs(run_dir.path, clustering, inference.node_ids, session.settings)
-    stages.append([
-        "cluster", f"{time.perf_counter() - t1:.2f} s", f"CPU RSS {fmt_bytes(mon.peak.rss_bytes)}",
-        format_summary(clustering.summary),
-    ])  # fmt: skip
-    stages.append(["total", f"{time.perf_counter() - t0:.2f} s", "", str(run_dir.path)])
-    if json_out:
-        render.print_json({"run_dir": str(run_dir.path), "metrics": metrics, "stages": stages})
-        return
-    render.table("agc run summary", ["stage", "time", "peak memory", "result"], stages)
+        clustering = common.cluster_and_report(
+            inference.embeddings, inference.node_ids, session.graph, session.settings
+        )
+    metrics, _, _ = common.write_cluster_outputs(
+        run_dir.path, clustering, inference.node_ids, session.settings
+    )
+    stages.append(Stage("cluster", time.perf_counter() - t1, Peak.of(mon.peak),
+                        common.format_summary(clustering.summary)))  # fmt: skip
+    total = time.perf_counter() - t0
+    stages.append(Stage("total", total, None, str(run_dir.path)))
+    render.emit(RunReport(run_dir.path, stages, metrics, train, infer, total), show)
+
+
+def show(report: RunReport) -> None:
+    rows = [
+        [s.stage, f"{s.seconds:.2f} s",
+         render.peak_line(s.peak.rss_bytes, s.peak.cuda_bytes) if s.peak else "", s.detail]
+        for s in report.stages
+    ]  # fmt: skip
+    render.table("agc run summary", ["stage", "time", "peak memory", "result"], rows)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 
+from agc_cli.cli import common, render
 from agc_cli.cli import options as o
-from agc_cli.cli import render
-from agc_cli.data.sources import GraphInfo, describe_source, info_of, load_graph
-from agc_cli.data.statistics import graph_statistics
-from agc_cli.engine.planner import detect_device, fmt_bytes, parse_size, recommend
+from agc_cli.cli.results import StatsReport
 from agc_cli.errors import UsageError
-from agc_cli.settings import load_settings
+
+if TYPE_CHECKING:
+    from agc_cli.data.info import GraphInfo
 
 # Synthetic graphs up to this size are generated for detailed statistics without --load.
 _AUTO_LOAD_NODES = 1_000_000
@@ -36,7 +35,6 @@ def stats(
         typer.Option("--emit-config", help="Write the recommendation as a train.conf.yaml."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --emit-config's file.")] = False,
-    json_out: o.Json = False,
     config: o.Config = None,
     root: o.Root = None,
     cache_dir: o.CacheDir = None,
@@ -51,19 +49,22 @@ def stats(
     infer_batch_size: o.InferBatchSize = None,
     precision: o.Precision = None,
     device: o.Device = None,
+    json_out: o.Json = False,
+    quiet: o.Quiet = False,
+    verbose: o.Verbose = False,
 ) -> None:
     """Statistics, memory estimate per mode, device fit and recommended settings.
 
     Answers from catalog metadata without downloading anything; --load computes the
     detailed statistics from the data.
     """
-    flags = o.settings_flags(dict(
-        dataset=dataset, root=root, cache_dir=cache_dir, labeled_only=labeled_only, model=model,
-        gnn_type=gnn_type, hidden_channels=hidden_channels, num_layers=num_layers, heads=heads,
-        batch_size=batch_size, fan_out=fan_out, infer_batch_size=infer_batch_size,
-        precision=precision, device=device,
-    ))  # fmt: skip
-    settings = load_settings(flags, config)
+    render.configure(json_out, quiet, verbose)
+    from agc_cli.data.info import describe_source
+    from agc_cli.engine.planner import detect_device, parse_size, recommend
+    from agc_cli.settings import load_settings
+
+    settings = load_settings(o.settings_flags(locals()), config)
+    common.check_model(settings.model)
     if emit_config is not None and emit_config.exists() and not force:
         raise UsageError(f"--emit-config: {emit_config} exists; pass --force to overwrite it")
     try:
@@ -74,41 +75,42 @@ def stats(
     statistics = None
     auto = info.source == "file" or (info.source == "synthetic" and info.nodes <= _AUTO_LOAD_NODES)
     if load or auto:
-        if not json_out:
-            render.note(f"loading {info.name} ...")
+        from agc_cli.data.sources import info_of, load_graph
+        from agc_cli.data.statistics import graph_statistics
+
+        render.note(f"loading {info.name} ...")
         graph = load_graph(
             settings.dataset, settings.root, settings.cache_dir, settings.labeled_only
         )
         statistics = graph_statistics(graph)
         info = info_of(graph, info.source)
     plan = recommend(info, settings, detect_device(budget, settings.device))
-    report = {
-        "dataset": info.as_dict(),
-        "statistics": statistics,
-        "settings": {
-            k: getattr(settings, k)
-            for k in ("model", "gnn_type", "hidden_channels", "num_layers", "precision")
-        },
-        **plan.as_dict(),
+    chosen = {
+        k: getattr(settings, k)
+        for k in ("model", "gnn_type", "hidden_channels", "num_layers", "precision")
     }
+    report = StatsReport(info, statistics, chosen, plan, emit_config)  # fmt: skip
     if emit_config is not None:
         _write_config(emit_config, plan.recommendation.settings, info)
-    if json_out:
-        render.print_json(report)
-        return
-    _render(info, statistics, plan, settings)
-    if emit_config is not None:
         render.note(f"wrote {emit_config} (use: agc train --config {emit_config})")
+    render.emit(report, show)
+
+
+def show(report: StatsReport) -> None:
+    _render(report.dataset, report.statistics, report.plan, report.settings)
 
 
 def _write_config(path: Path, rec: dict[str, Any], info: GraphInfo) -> None:
+    import yaml
+
     from agc_cli.utils.io import atomic_write_text
 
     header = f"# agc stats recommendation for {info.name} ({info.nodes:,} nodes)\n"
     atomic_write_text(path, header + yaml.safe_dump(rec, sort_keys=False))
 
 
-def _render(info: GraphInfo, statistics: dict | None, plan, settings) -> None:
+def _render(info: GraphInfo, statistics: dict | None, plan: Any, settings: dict) -> None:
+    fmt_bytes = render.fmt_bytes
     rows: list[tuple[str, Any]] = [
         ("source", info.source),
         ("nodes", f"{info.nodes:,}"),
@@ -147,8 +149,8 @@ def _render(info: GraphInfo, statistics: dict | None, plan, settings) -> None:
             [est.mode, f"{fmt_bytes(est.total)} ({parts})", "yes" if plan.fits(key) else "NO"]
         )
     model_desc = (
-        f"{settings.model}/{settings.gnn_type}, hidden {settings.hidden_channels}, "
-        f"{settings.num_layers} layer(s)"
+        f"{settings['model']}/{settings['gnn_type']}, hidden {settings['hidden_channels']}, "
+        f"{settings['num_layers']} layer(s)"
     )
     render.table(f"Memory estimate ({model_desc}) on {dev_line}", header, rows2)
     rec = plan.recommendation

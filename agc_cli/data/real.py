@@ -28,6 +28,7 @@ from torch import Tensor
 
 from agc_cli.data.catalog import CatalogEntry
 from agc_cli.data.graph import Graph, to_csc
+from agc_cli.data.layout import missing_raw_files, raw_dir
 from agc_cli.data.planetoid import read_planetoid
 from agc_cli.data.safe_pickle import checked_csr
 from agc_cli.errors import DataError
@@ -37,16 +38,6 @@ SPARSE_DENSITY = 0.1
 # Bag-of-words rows are summed in dense blocks of about this many bytes (see _features).
 _BLOCK_BYTES = 64 << 20
 _GOOGLE_URL = "https://drive.usercontent.google.com/download?id={}&confirm=t"
-
-
-def raw_dir(entry: CatalogEntry, root: Path) -> Path:
-    """Where ``entry``'s raw files are expected under ``root``."""
-    return Path(root) / entry.name / ("" if entry.loader == "ogb" else "raw")
-
-
-def missing_raw_files(entry: CatalogEntry, root: Path) -> list[Path]:
-    base = raw_dir(entry, root)
-    return [base / f for f in entry.raw_files if not (base / f).is_file()]
 
 
 def source_files(entry: CatalogEntry, root: Path) -> list[Path]:

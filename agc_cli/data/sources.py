@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,64 +11,11 @@ from agc_cli.data import catalog, store, synthetic
 from agc_cli.data.cache import load_cached_graph, save_graph
 from agc_cli.data.files import is_user_graph, load_user_graph
 from agc_cli.data.graph import Graph
-from agc_cli.data.real import fetch_raw, load_real, missing_raw_files, source_identity
+from agc_cli.data.info import GraphInfo, describe_source, info_of, unknown_dataset
+from agc_cli.data.real import fetch_raw, load_real, source_identity
 from agc_cli.errors import UsageError
 
-
-@dataclass(frozen=True)
-class GraphInfo:
-    """Sizes known before loading (catalog metadata, synthetic spec) or read off a graph."""
-
-    name: str
-    source: str  # "catalog" | "synthetic" | "file" | "store"
-    nodes: int
-    edges: int
-    features: int
-    classes: int | None
-    feature_density: float = 1.0  # fraction of non-zero features (bag-of-words < 0.05)
-    available: bool = True  # data is on disk / generated without a download
-    labeled_nodes: int | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def describe_source(dataset: str, root: Path) -> GraphInfo:
-    """What is known about ``dataset`` without loading it (a store: its ``meta.json``)."""
-    if store.is_store(dataset):
-        meta = store.read_meta(dataset)
-        # Named by its path, so a recommendation's `dataset` points at the store.
-        return GraphInfo(
-            dataset, "store", meta["nodes"], meta["edges"], meta["features"],
-            meta["classes"], meta["feature_density"], labeled_nodes=meta["labeled_nodes"],
-        )  # fmt: skip
-    entry = catalog.lookup(dataset)
-    if entry is not None:
-        return GraphInfo(
-            entry.name, "catalog", entry.nodes, entry.edges, entry.features, entry.classes,
-            0.02 if entry.bag_of_words else 1.0,
-            available=not missing_raw_files(entry, root), labeled_nodes=entry.labeled_nodes,
-        )  # fmt: skip
-    spec = synthetic.parse_synthetic(dataset)
-    if spec is not None:
-        d = synthetic.describe(spec)
-        return GraphInfo(dataset, "synthetic", d["nodes"], d["edges"], d["features"], d["classes"])
-    path = Path(dataset).expanduser()
-    if is_user_graph(path):
-        return info_of(load_user_graph(path), "file")
-    raise _unknown_dataset(dataset)
-
-
-def info_of(graph: Graph, source: str) -> GraphInfo:
-    """GraphInfo measured on a loaded graph."""
-    density = 1.0
-    if graph.sparse_features:
-        density = graph.x.values().numel() / max(1, graph.num_nodes * graph.num_features)
-    labeled = int((graph.y >= 0).sum()) if graph.y is not None else None
-    return GraphInfo(
-        graph.name, source, graph.num_nodes, graph.num_edges, graph.num_features,
-        graph.num_classes, density, True, labeled,
-    )  # fmt: skip
+__all__ = ["GraphInfo", "convert_dataset", "describe_source", "info_of", "load_graph"]
 
 
 def load_graph(
@@ -102,7 +48,7 @@ def load_graph(
     if entry is None and spec is None:
         path = Path(dataset).expanduser()
         if not is_user_graph(path):
-            raise _unknown_dataset(dataset)
+            raise unknown_dataset(dataset)
         if storage == "disk":
             raise UsageError(
                 f"storage disk: convert {dataset} once with `agc convert {dataset} OUT_DIR` "
@@ -181,16 +127,6 @@ def convert_dataset(
         graph, out_dir, dtype=dtype, force=force, source=source, normalization=normalization,
         report=report,
     )  # fmt: skip
-
-
-def _unknown_dataset(dataset: str) -> UsageError:
-    names = ", ".join(e.name for e in catalog.CATALOG.values())
-    presets = ", ".join(synthetic.PRESETS)
-    return UsageError(
-        f"unknown dataset {dataset!r}: use a catalog name ({names}), a synthetic preset "
-        f"({presets}, or sbm:nodes=...,clusters=...), a path to a .npz/.csv/directory or "
-        "a store directory written by `agc convert`"
-    )
 
 
 def _cache_key(identity: str, labeled_only: bool) -> str:

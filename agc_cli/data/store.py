@@ -58,12 +58,12 @@ from torch import Tensor
 from agc_cli import __version__
 from agc_cli.data import synthetic
 from agc_cli.data.graph import Graph
+from agc_cli.data.layout import META_FILE, is_store
 from agc_cli.errors import DataError, UsageError
 from agc_cli.utils.io import pid_alive
 
 FORMAT = "agc-store"
 VERSION = 1
-META_FILE = "meta.json"
 FEATURE_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 CHECKSUM_SPAN = 1 << 20
 # Bytes copied per step when converting an in-memory graph (bounds the temporary copies).
@@ -82,11 +82,6 @@ _GAP_BYTES = 4096
 
 Report = Callable[[str], None]
 _DAMAGED = "the store is damaged: convert the dataset again"
-
-
-def is_store(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a store directory (it holds ``meta.json``)."""
-    return (Path(path).expanduser() / META_FILE).is_file()
 
 
 def row_dtype(num_nodes: int) -> np.dtype:

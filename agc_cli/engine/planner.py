@@ -12,12 +12,16 @@ in ``tests/test_planner.py``.
 from __future__ import annotations
 
 import math
+import os
+import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from agc_cli.data.sources import GraphInfo
-from agc_cli.models.ns4gc import DENSE_MAX_NODES as NS4GC_DENSE_MAX_NODES
 from agc_cli.settings import Settings, default_fan_out
+
+if TYPE_CHECKING:  # the planner imports neither torch nor a model: `agc stats` starts instantly
+    from agc_cli.data.info import GraphInfo
 
 GiB = 1024**3
 # Fraction of the device budget a plan may use: allocator fragmentation, cuDNN/cuSPARSE
@@ -173,18 +177,34 @@ def parse_size(text: str) -> int:
 def detect_device(gpu_memory: int | None = None, device: str = "auto") -> Device:
     """The CUDA device (free memory) or, without one, the host RAM; ``gpu_memory`` = what-if."""
     import psutil
-    import torch
 
     host_free = int(psutil.virtual_memory().available)
     if gpu_memory is not None:
         return Device("cuda", "what-if GPU", gpu_memory, gpu_memory, host_free, what_if=True)
-    if device != "cpu" and torch.cuda.is_available():
-        index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
-        free, total = torch.cuda.mem_get_info(index)
-        name = torch.cuda.get_device_name(index)
-        return Device("cuda", name, total, free, host_free, count=torch.cuda.device_count())
+    if device != "cpu" and cuda_possible():
+        import torch
+
+        if torch.cuda.is_available():
+            index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+            free, total = torch.cuda.mem_get_info(index)
+            name = torch.cuda.get_device_name(index)
+            return Device("cuda", name, total, free, host_free, count=torch.cuda.device_count())
     total = int(psutil.virtual_memory().total)
     return Device("cpu", "CPU RAM", total, host_free, host_free)
+
+
+def cuda_possible() -> bool:
+    """False when no CUDA device can be visible, decided without importing torch (which takes
+    seconds): ``CUDA_VISIBLE_DEVICES`` hides every device, or Linux has no NVIDIA or ROCm
+    device node. Elsewhere, or when torch is already imported, ask torch."""
+    if "torch" in sys.modules:
+        return True
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    if sys.platform.startswith("linux"):
+        nodes = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg", "/proc/driver/nvidia")
+        return any(Path(p).exists() for p in nodes)
+    return sys.platform != "darwin"
 
 
 def expected_sampled(
@@ -266,6 +286,8 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
             return {"dense reconstruction N×N": int(2 * n * n * 4)}
         if model == "ns4gc" and train:
             # The similarity block and its sigmoid, each kept for backward, plus the gradient.
+            from agc_cli.models.ns4gc import DENSE_MAX_NODES as NS4GC_DENSE_MAX_NODES
+
             entries = min(rows * rows, NS4GC_DENSE_MAX_NODES**2)
             return {"similarity block S": int(3 * entries * 4)}
         return {}

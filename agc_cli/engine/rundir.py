@@ -67,7 +67,7 @@ class RunDir:
         run._created = not existed
         run.lock()
         try:
-            run._check_startable()
+            run.check_startable()
             run._clear_start_files()
             run._write_settings(settings, uuid.uuid4().hex)
         except BaseException:
@@ -83,7 +83,7 @@ class RunDir:
             path = Path(settings.run_dir)
             if path.exists() and not path.is_dir():
                 raise UsageError(f"run_dir: {path} exists and is not a directory")
-            cls(path)._check_startable()
+            cls(path).check_startable()
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(settings.dataset).name or "data")
@@ -108,7 +108,7 @@ class RunDir:
             run._clean_if_idle()
         return run
 
-    def _check_startable(self) -> None:
+    def check_startable(self) -> None:
         """Refuse a folder holding a run's weights or results, or files that are not a run's.
 
         An empty folder may be used; so may one that holds only what a run writes before its

@@ -92,7 +92,9 @@ def cluster(
     render.settings_detail(settings)
     plot = plot_path(plot) if plot is not None else None
     make_dir(out_dir, "--output-dir: cannot create the output directory")
-    emb, ids = read_embeddings(emb_path)
+    emb, ids, provenance = read_embeddings(emb_path)
+    if run_dir is not None:
+        run.check_fresh(emb_path, provenance)  # never score embeddings of older weights
     from agc_cli.data.sources import load_graph
 
     graph = load_graph(
@@ -189,8 +191,9 @@ def check_embeddings(path: Path, ids: torch.Tensor, graph: Graph, explicit_ids: 
         raise DataError(f"{path}: node ids repeat; each node may appear once")
 
 
-def read_embeddings(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings and node ids from ``agc infer``'s ``.pt`` or a plain ``.npy`` matrix."""
+def read_embeddings(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+    """Embeddings, node ids and the weights' provenance (None when not recorded) from
+    ``agc infer``'s ``.pt`` or a plain ``.npy`` matrix."""
     import numpy as np
     import torch
 
@@ -202,14 +205,16 @@ def read_embeddings(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         if path.suffix == ".npy":
             emb = torch.from_numpy(np.load(path, allow_pickle=False)).float()
             ids = torch.arange(emb.shape[0])
+            provenance = None
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
             emb, ids = state["embeddings"].float(), state["node_ids"].long().view(-1)
+            provenance = state.get("weights")
     if emb.dim() != 2 or emb.shape[0] != ids.numel() or emb.shape[0] == 0 or emb.shape[1] == 0:
         raise DataError(f"{path}: expected [N, D] embeddings (N, D >= 1) with N node ids")
     if not torch.isfinite(emb).all():
         raise DataError(f"{path}: embeddings contain NaN or inf")
-    return emb, ids
+    return emb, ids, provenance
 
 
 def draw_projection(

@@ -193,9 +193,10 @@ def embeddings_file(subset: str | None) -> str:
 
 def write_embeddings(
     directory: Path, result: InferenceResult, graph: Graph, settings: Settings, fmt: str = "pt",
-    subset: str | None = None,
+    subset: str | None = None, weights: dict[str, Any] | None = None,
 ) -> InferReport:  # fmt: skip
-    """Write ``embeddings.pt`` (``embeddings-<subset>.pt`` for a subset of the nodes)."""
+    """Write ``embeddings.pt`` (``embeddings-<subset>.pt`` for a subset of the nodes), with the
+    provenance of the weights they came from (:meth:`RunDir.weights_provenance`)."""
     import numpy as np
 
     from agc_cli.utils.io import atomic_torch_save, atomic_write
@@ -208,6 +209,7 @@ def write_embeddings(
             "dataset": graph.name,
             "model": settings.model,
             "mode": result.mode,
+            "weights": weights,
         },
         path,
     )

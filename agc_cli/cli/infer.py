@@ -63,12 +63,14 @@ def infer(
     wanted = read_node_ids(nodes) if nodes is not None else None
     from agc_cli.engine.session import load_trained
 
-    settings, model, graph = load_trained(run, checkpoint)
+    settings, model, graph, weights = load_trained(run, checkpoint)
+    # Recorded with the embeddings, so `agc cluster` can tell when the run's weights moved on.
+    provenance = run.weights_provenance(weights, explicit=checkpoint is not None)
     settings = settings.model_copy(update={k: getattr(checked, k) for k in overrides})
     ids = _select_nodes(graph, nodes, wanted, labeled)
     result = common.embed(model, graph, settings, ids)
     report = common.write_embeddings(
-        run.path, result, graph, settings, fmt, subset_name(nodes, labeled)
+        run.path, result, graph, settings, fmt, subset_name(nodes, labeled), provenance
     )
     render.emit(report, show)
 

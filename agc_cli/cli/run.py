@@ -45,6 +45,7 @@ def run(
 ) -> None:
     """Train → infer → cluster in one go (default dataset: sbm-small), with a summary table."""
     render.configure(json_out, quiet, verbose)
+    from agc_cli.engine.rundir import MODEL_FILE
     from agc_cli.settings import load_settings
 
     settings = load_settings(o.settings_flags(locals()), config)
@@ -63,7 +64,12 @@ def run(
         run_dir.release()  # nothing trains: infer and cluster write without the run's lock
         render.note(f"{session.settings.model}: no training needed (non-parametric)")
     inference = common.embed(session.model, session.graph, session.settings, None)
-    infer = common.write_embeddings(run_dir.path, inference, session.graph, session.settings)
+    # The in-memory model is the final one, model.pt (agc infer would pick best.pt if present).
+    final = run_dir.path / MODEL_FILE if train is not None else None
+    weights = run_dir.weights_provenance(final, explicit=final is not None)
+    infer = common.write_embeddings(
+        run_dir.path, inference, session.graph, session.settings, weights=weights
+    )
     render.note(common.infer_line(infer))
     stages.append(Stage("infer", infer.seconds, infer.peak, infer.mode))
     from agc_cli.engine.memory import MemoryMonitor

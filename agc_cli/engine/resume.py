@@ -129,6 +129,8 @@ def _resume(run: RunDir, overrides: dict[str, Any], checkpoint: str | None, best
             f"{path}: weights do not fit the model ({' '.join(str(exc).split())[:160]})"
         ) from None
     notes.extend(trainer.notes)
+    if session.dist.is_main:
+        run.write_settings(session.settings)  # settings.yaml says what the run now trains with
     if overrides.get("epochs") is not None and trainer.state.epoch >= settings.epochs:
         notes.append(f"already at epoch {trainer.state.epoch}: nothing left to train")
     return Resumed(session, trainer, path, notes)

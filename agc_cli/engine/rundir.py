@@ -9,6 +9,7 @@ refused at once, and temporaries the lock holder finds are stale and removed.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -282,6 +283,52 @@ class RunDir:
                 "mapping of settings)"
             )
         return doc
+
+    def weights_file(self) -> Path | None:
+        """The weights ``agc infer`` uses by default: ``checkpoints/best.pt`` if present, else
+        the final ``model.pt``, else ``checkpoints/last.pt`` (None: the run holds none)."""
+        from agc_cli.engine import checkpoint as ckpt
+
+        options = [self.checkpoints / ckpt.BEST, self.path / MODEL_FILE]
+        options.append(self.checkpoints / ckpt.LAST)
+        return next((p for p in options if p.is_file()), None)
+
+    def weights_provenance(self, path: Path | None, explicit: bool = False) -> dict[str, Any]:
+        """What embeddings computed from the weights file ``path`` were made from: its name in
+        the run, a digest of its bytes (BLAKE2b) and whether it was chosen explicitly."""
+        if path is None:
+            return {"file": None, "digest": None, "explicit": explicit}
+        digest = hashlib.blake2b(digest_size=16)
+        with reading(path, "not a readable weights file", CheckpointError), open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        name = path.resolve().relative_to(self.path.resolve()).as_posix()
+        return {"file": name, "digest": digest.hexdigest(), "explicit": explicit}
+
+    def check_fresh(self, artifact: Path, provenance: dict[str, Any] | None) -> None:
+        """Refuse an artifact (embeddings) computed from other weights than the run holds now.
+
+        Default-chosen weights must still be the run's default file with the same bytes (a
+        resumed run rewrites ``best.pt``/``model.pt``); explicitly chosen ones must be
+        unchanged. Artifacts written before provenance was recorded are not checked.
+        """
+        if not isinstance(provenance, dict) or "digest" not in provenance:
+            return
+        if provenance.get("file") is None:
+            if self.weights_file() is None:
+                return
+            current = self.weights_provenance(self.weights_file())
+        elif provenance.get("explicit"):
+            path = self.path / str(provenance["file"])
+            current = self.weights_provenance(path if path.is_file() else None, explicit=True)
+        else:
+            current = self.weights_provenance(self.weights_file())
+        if (current["file"], current["digest"]) != (provenance.get("file"), provenance["digest"]):
+            made = provenance.get("file") or "no weights"
+            raise CheckpointError(
+                f"{artifact} was computed from older weights ({made}) than {self.path} holds now "
+                f"({current['file']}); run `agc infer {self.path}` again"
+            )
 
     def checkpoint_path(self, name: str, model_file: bool = False) -> Path:
         """The run's checkpoint ``name``: a file name in ``checkpoints/`` or a path inside it

@@ -115,7 +115,11 @@ def open_session(settings: Settings, graph: Graph | None = None) -> Session:
         mini_batch, reason = True, f"data-parallel training over {dist.world_size} processes"
     else:
         mini_batch, reason = resolve_mode(settings, graph, device)
-    settings = settings.model_copy(update={"mini_batch": mini_batch})
+    # Resolved values, so settings.yaml says what the run used (the mode, the per-layer fan-out
+    # a rule of thumb chose).
+    settings = settings.model_copy(
+        update={"mini_batch": mini_batch, "fan_out": settings.fan_out_list()}
+    )
     seed_everything(settings.seed)
     cls = get_model_class(settings.model)
     model = cls.from_settings(graph.num_features, graph.num_nodes, graph.num_classes, settings)
@@ -138,13 +142,13 @@ def train(
 
 def load_trained(
     run: RunDir, checkpoint: str | None = None
-) -> tuple[Settings, ClusteringModel, Graph]:
-    """The run's settings, its model with the chosen weights, and its graph.
+) -> tuple[Settings, ClusteringModel, Graph, Path | None]:
+    """The run's settings, its model with the chosen weights, its graph, and the weights file
+    (None for a method without weights).
 
     ``checkpoint``: None = ``best.pt`` if present, else the final ``model.pt``, else
     ``last.pt``; otherwise a file name in ``checkpoints/`` or a path.
     """
-    from agc_cli.engine import checkpoint as ckpt
 
     settings = run.settings()
     graph = load_graph(
@@ -156,10 +160,9 @@ def load_trained(
         graph.num_features, graph.num_nodes, graph.num_classes, settings
     )
     if not getattr(model, "trainable", True) and checkpoint is None:
-        return settings, model, graph  # nothing learned: the settings define the model
+        return settings, model, graph, None  # nothing learned: the settings define the model
     if checkpoint is None:
-        options = [run.checkpoints / ckpt.BEST, run.path / MODEL_FILE, run.checkpoints / ckpt.LAST]
-        path = next((p for p in options if p.is_file()), None)
+        path = run.weights_file()
         if path is None:
             from agc_cli.errors import CheckpointError
 
@@ -177,7 +180,7 @@ def load_trained(
         from agc_cli.errors import CheckpointError
 
         raise CheckpointError(f"weights in {path} do not fit the model: {str(exc)[:160]}") from None
-    return settings, model, graph
+    return settings, model, graph, path
 
 
 def _load_weights(path: Path) -> dict:

@@ -11,6 +11,7 @@ permission, a full disk) is a :class:`~agc_cli.errors.UsageError` naming the pat
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import re
@@ -88,6 +89,14 @@ def make_dir(path: Path, what: str = "cannot create the directory") -> Path:
     return path
 
 
+@functools.cache
+def _umask() -> int:
+    """The process umask, read once (reading it means setting it for a moment)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write`` on a temporary file in ``path``'s directory, fsync it, then rename it over
     ``path``; on any exception the temporary file is removed and ``path`` is untouched.
@@ -104,6 +113,9 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     try:
         with writing(path):
             with os.fdopen(fd, "wb") as fh:
+                # mkstemp creates 0600; results get the permissions of any new file (0644
+                # under the usual umask), as a plain open() would give them.
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
                 write(fh)
                 fh.flush()
                 os.fsync(fh.fileno())

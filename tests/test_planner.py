@@ -212,3 +212,29 @@ def test_mini_batch_features_of_bag_of_words_count_non_zeros_not_nodes_times_fea
     # CSR rows (value + column per non-zero) and the transposed structure of the backward pass.
     assert nnz * 12 < sizes[0.004] < nnz * 40 + rows * 8
     assert sizes[0.004] < sizes[1.0] / 20
+
+
+def test_decisions_carry_the_reason_of_their_own_value():
+    tiny = Device("cpu", "CPU RAM", 2**20, 2**20, 2**20)
+    plan = recommend(info(5_000), load_settings({"model": "dgi"}), tiny)
+    decision = plan.recommendation.decisions["mini_batch"]
+    assert decision.value is True  # full-batch does not fit 1 MiB, although < 10K nodes
+    assert decision.reason.startswith("mini-batch instead: full-batch training needs")
+    for key, d in plan.recommendation.decisions.items():
+        assert d.value == plan.recommendation.settings[key]
+
+
+def test_session_applies_every_planner_choice_the_user_left_unset():
+    from agc_cli.engine.session import plan_settings
+
+    big = info(2_000_000)
+    settings, applied = plan_settings(load_settings({"model": "dgi"}), big, BIG_GPU)
+    chosen = {a.setting: a for a in applied}
+    assert settings.mini_batch is True and settings.batch_size == 8192
+    assert settings.infer_batch_size == 4 * 8192
+    assert chosen["batch_size"].reason.startswith("mini-batch, batch_size 8192")
+    given, applied = plan_settings(load_settings({"model": "dgi", "batch_size": 512}), big, BIG_GPU)
+    assert given.batch_size == 512 and "batch_size" not in {a.setting for a in applied}
+    assert given.infer_batch_size == 4 * 512  # the planner's rule follows the user's batch
+    full, applied = plan_settings(load_settings({"mini_batch": False}), big, BIG_GPU)
+    assert full.mini_batch is False and applied == []

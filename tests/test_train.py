@@ -43,9 +43,7 @@ def test_train_writes_the_run_directory(capsys, tmp_path):
 def test_mode_comes_from_the_recommendation_when_not_given(capsys, tmp_path):
     r = run_agc(capsys, *args(tmp_path))
     assert r.code == 0, r.err
-    assert (
-        "mode: full-batch (from the stats recommendation: full-batch: 400 nodes < 10,000)" in r.err
-    )
+    assert "planner: mini_batch full-batch (full-batch: 400 nodes < 10,000)" in r.err
 
 
 def test_unknown_model_lists_valid_names(capsys, tmp_path):

@@ -101,8 +101,10 @@ def start_session(settings: Settings) -> tuple[Session, RunDir | None]:
 
     render.note(f"loading {settings.dataset} ...")
     session = open_session(settings)
-    if session.mode_reason:
-        render.note(f"mode: {session.mode} ({session.mode_reason})")
+    for applied in session.planned:
+        value = "mini-batch" if applied.value is True else applied.value
+        value = "full-batch" if applied.value is False else value
+        render.note(f"planner: {applied.setting} {value} ({applied.reason})")
     run, error = None, None
     if session.dist.is_main:
         try:

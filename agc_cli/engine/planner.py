@@ -133,11 +133,24 @@ class Device:
         }
 
 
+@dataclass(frozen=True)
+class Decision:
+    """One planner choice: the value for a setting and why."""
+
+    value: Any
+    reason: str
+
+
 @dataclass
 class Recommendation:
+    """The planner's settings (``settings``), its reasons in the order it reached them
+    (``reasons``, for display) and, per setting, the typed choice with its own reason
+    (``decisions``), which a session applies to every setting the user did not set."""
+
     settings: dict[str, Any]
     reasons: list[str]
     storage: str = "memory"
+    decisions: dict[str, Decision] = field(default_factory=dict)
 
 
 @dataclass
@@ -352,29 +365,37 @@ def recommend(info: GraphInfo, settings: Settings, device: Device) -> Plan:
     """Apply the rules of thumb, then override them where the estimate says they do not fit."""
     n = info.nodes
     reasons: list[str] = []
+    why: dict[str, str] = {}
+
+    def note(keys: tuple[str, ...], text: str) -> None:
+        reasons.append(text)
+        why.update(dict.fromkeys(keys, text))
+
     layers = settings.num_layers
     fan = default_fan_out(layers)
-    reasons.append(
-        f"fan_out {fan}: rule of thumb for {layers} layer(s) (15 ≤2, 10 for 3, 5 deeper)"
+    note(
+        ("fan_out",),
+        f"fan_out {fan}: rule of thumb for {layers} layer(s) (15 ≤2, 10 for 3, 5 deeper)",
     )
     if n < SMALL_GRAPH:
         mini_batch, batch_size = False, settings.batch_size
-        reasons.append(f"full-batch: {n:,} nodes < {SMALL_GRAPH:,}")
+        note(("mini_batch",), f"full-batch: {n:,} nodes < {SMALL_GRAPH:,}")
     elif n <= LARGE_GRAPH:
         mini_batch, batch_size = True, 2048
-        reasons.append(f"mini-batch, batch_size 2048: {n:,} nodes in 10K–1M")
+        note(("mini_batch", "batch_size"), f"mini-batch, batch_size 2048: {n:,} nodes in 10K–1M")
     else:
         mini_batch, batch_size = True, 8192
-        reasons.append(f"mini-batch, batch_size 8192: {n:,} nodes > 1M")
+        note(("mini_batch", "batch_size"), f"mini-batch, batch_size 8192: {n:,} nodes > 1M")
     probe = settings.model_copy(update={"fan_out": fan, "batch_size": batch_size})
     est = estimate(info, probe)
     budget = device.budget
     where = f"{device.name} budget {fmt_bytes(budget)}"
     if not mini_batch and est["full_batch_train"].total > budget:
         mini_batch, batch_size = True, 2048
-        reasons.append(
+        note(
+            ("mini_batch", "batch_size"),
             f"mini-batch instead: full-batch training needs "
-            f"{fmt_bytes(est['full_batch_train'].total)} > {where}"
+            f"{fmt_bytes(est['full_batch_train'].total)} > {where}",
         )
     elif mini_batch and est["full_batch_train"].total > budget:
         reasons.append(
@@ -387,24 +408,36 @@ def recommend(info: GraphInfo, settings: Settings, device: Device) -> Plan:
         if est["mini_batch_train"].total <= budget:
             break
         batch_size //= 2
-        reasons.append(f"batch_size {batch_size}: a larger sampled batch exceeds {where}")
+        note(("batch_size",), f"batch_size {batch_size}: a larger sampled batch exceeds {where}")
     infer_batch = 4 * batch_size
-    reasons.append(f"infer_batch_size {infer_batch}: 4 × the training batch (no autograd)")
+    note(
+        ("infer_batch_size",),
+        f"infer_batch_size {infer_batch}: 4 × the training batch (no autograd)",
+    )
     full_infer = estimate(info, probe)["full_batch_infer"].total
     force_full = n <= LARGE_GRAPH
     if force_full and full_infer > budget:
         force_full = False
-        reasons.append(
+        note(
+            ("force_full_batch_inference", "infer_fan_out"),
             f"force_full_batch_inference false: full-batch inference needs "
-            f"{fmt_bytes(full_infer)} > {where}"
+            f"{fmt_bytes(full_infer)} > {where}",
         )
     elif force_full:
-        reasons.append(f"infer_fan_out -1, force_full_batch_inference: {n:,} nodes ≤ 1M")
+        note(
+            ("force_full_batch_inference", "infer_fan_out"),
+            f"infer_fan_out -1, force_full_batch_inference: {n:,} nodes ≤ 1M",
+        )
     else:
-        reasons.append(f"infer_fan_out -1, layer-wise mini-batch inference: {n:,} nodes > 1M")
+        note(
+            ("force_full_batch_inference", "infer_fan_out"),
+            f"infer_fan_out -1, layer-wise mini-batch inference: {n:,} nodes > 1M",
+        )
     allow_cpu = device.kind == "cuda" and full_infer > budget
     if allow_cpu:
-        reasons.append("allow_cpu_fallback: full-batch inference does not fit the GPU")
+        note(
+            ("allow_cpu_fallback",), "allow_cpu_fallback: full-batch inference does not fit the GPU"
+        )
     storage = "memory"
     host_need = est["mini_batch_train"].host_total
     if host_need > device.host_free_bytes * USABLE_FRACTION:
@@ -440,7 +473,8 @@ def recommend(info: GraphInfo, settings: Settings, device: Device) -> Plan:
         rec["storage"] = "disk"
     final = estimate(info, settings.model_copy(update={"fan_out": fan, "batch_size": batch_size}))
     estimates = {k: v for k, v in final.items() if isinstance(v, MemoryEstimate)}
-    return Plan(estimates, device, Recommendation(rec, reasons, storage))
+    decisions = {key: Decision(rec[key], reason) for key, reason in why.items() if key in rec}
+    return Plan(estimates, device, Recommendation(rec, reasons, storage, decisions))
 
 
 def fmt_bytes(n: float) -> str:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from agc_cli.data.graph import Graph
-from agc_cli.data.sources import info_of, load_graph
+from agc_cli.data.sources import GraphInfo, info_of, load_graph
 from agc_cli.engine import distributed
 from agc_cli.engine.distributed import SINGLE, DistContext
-from agc_cli.engine.planner import detect_device, recommend
+from agc_cli.engine.planner import Decision, Device, detect_device, recommend
 from agc_cli.engine.progress import NullProgress, Progress
 from agc_cli.engine.rundir import MODEL_FILE, RunDir
 from agc_cli.engine.runtime import configure_threads, resolve_device, seed_everything
@@ -29,7 +30,7 @@ class Session:
     graph: Graph
     device: torch.device
     model: ClusteringModel
-    mode_reason: str | None  # why this mode, when the recommendation chose it
+    planned: list[Applied]  # the planner's choices applied (settings the user left unset)
     dist: DistContext = SINGLE  # this process's place in a data-parallel run
 
     @property
@@ -69,16 +70,52 @@ class Session:
         return out
 
 
-def resolve_mode(settings: Settings, graph: Graph, device: torch.device) -> tuple[bool, str | None]:
-    """The user's ``mini_batch`` if set, else the ``agc stats`` recommendation and its reason."""
-    if settings.mini_batch is not None:
-        return settings.mini_batch, None
-    plan = recommend(info_of(graph, "loaded"), settings, detect_device(None, str(device)))
-    mini = bool(plan.recommendation.settings["mini_batch"])
-    reason = next(
-        (r for r in plan.recommendation.reasons if "batch" in r.split(":")[0]), "rule of thumb"
-    )
-    return mini, f"from the stats recommendation: {reason}"
+# Settings the planner chooses for a run when the user (flag, env, config or preset) left them
+# unset; the other decisions (inference path, storage) are advice that `agc stats` prints.
+PLANNED = ("mini_batch", "batch_size", "fan_out", "infer_batch_size")
+MINI_BATCH_ONLY = ("batch_size", "fan_out", "infer_batch_size")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A planner decision a session applied: the setting, its value and the reason."""
+
+    setting: str
+    value: Any
+    reason: str
+
+
+def plan_settings(
+    settings: Settings, info: GraphInfo, device: Device
+) -> tuple[Settings, list[Applied]]:
+    """``settings`` with every planner decision in :data:`PLANNED` that the user did not set.
+
+    The mode comes first (unless given); batch size, fan-out and inference batch size follow
+    only for a mini-batch run. Returns the new settings and what was applied, in that order.
+    """
+    plan = recommend(info, settings, device)
+    chosen = plan.recommendation.decisions
+    given = settings.model_fields_set
+    applied = []
+    for key in PLANNED:
+        decision = chosen.get(key)
+        if (
+            decision is None
+            or key in given
+            or (key == "mini_batch" and settings.mini_batch is not None)
+        ):
+            continue
+        mini = (
+            applied[0].value
+            if applied and applied[0].setting == "mini_batch"
+            else settings.mini_batch
+        )
+        if key in MINI_BATCH_ONLY and not mini:
+            continue
+        if key == "infer_batch_size" and "batch_size" in given:  # the rule follows the user
+            decision = Decision(4 * settings.batch_size, "4 × the training batch (no autograd)")
+        applied.append(Applied(key, decision.value, decision.reason))
+    return settings.model_copy(update={a.setting: a.value for a in applied}), applied
 
 
 def check_data_parallel(settings: Settings) -> None:
@@ -112,18 +149,23 @@ def open_session(settings: Settings, graph: Graph | None = None) -> Session:
             settings.storage,
         )  # fmt: skip
     if dist.enabled and settings.mini_batch is None:
-        mini_batch, reason = True, f"data-parallel training over {dist.world_size} processes"
+        settings = settings.model_copy(update={"mini_batch": True})
+        planned = [Applied("mini_batch", True,
+                           f"data-parallel training over {dist.world_size} processes")]  # fmt: skip
     else:
-        mini_batch, reason = resolve_mode(settings, graph, device)
+        planned = []
+    found = detect_device(None, str(device))
+    settings, more = plan_settings(settings, info_of(graph, "loaded"), found)
+    planned += more
     # Resolved values, so settings.yaml says what the run used (the mode, the per-layer fan-out
     # a rule of thumb chose).
     settings = settings.model_copy(
-        update={"mini_batch": mini_batch, "fan_out": settings.fan_out_list()}
+        update={"mini_batch": bool(settings.mini_batch), "fan_out": settings.fan_out_list()}
     )
     seed_everything(settings.seed)
     cls = get_model_class(settings.model)
     model = cls.from_settings(graph.num_features, graph.num_nodes, graph.num_classes, settings)
-    return Session(settings, graph, device, model, reason, dist)
+    return Session(settings, graph, device, model, planned, dist)
 
 
 def train(

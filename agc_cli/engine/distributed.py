@@ -158,7 +158,8 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 def launch(nproc_per_node: int, argv: Sequence[str]) -> int:
     """Run ``python -m agc_cli ARGV`` in ``nproc_per_node`` local processes (torchrun's
-    standalone launcher, in-process) and return the exit code of the lowest failing rank."""
+    standalone launcher, in-process) and return the exit code of the lowest rank that failed on
+    its own (ranks the launcher terminated because of it come last)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -182,6 +183,9 @@ def launch(nproc_per_node: int, argv: Sequence[str]) -> int:
         elastic_launch(config, entrypoint=sys.executable)("-m", "agc_cli", *argv)
     except ChildFailedError as exc:
         codes = [exc.failures[rank].exitcode for rank in sorted(exc.failures)]
-        code = codes[0]
+        # A rank that exited on its own failed; the others may have been terminated by the
+        # launcher because of it (SIGTERM, -15), whatever their rank: report the former.
+        own = [c for c in codes if c > 0]
+        code = own[0] if own else codes[0]
         return 128 - code if code < 0 else (code or 1)  # killed by a signal: 128 + signal
     return 0

@@ -17,8 +17,21 @@ import torch
 from torch import Tensor, nn
 
 from agc_cli.data.graph import Graph
+from agc_cli.errors import UsageError
 from agc_cli.models.batch import GraphBatch
 from agc_cli.models.encoder import Encoder
+
+
+def cluster_count(method: str, settings: Any, num_classes: int | None) -> int:
+    """``settings.n_clusters``, else the number of label classes; a method that needs a cluster
+    count on unlabelled data without ``n_clusters`` is a usage error naming the setting."""
+    n_clusters = settings.n_clusters or num_classes
+    if n_clusters is None:
+        raise UsageError(
+            f"n_clusters: {method} needs the number of clusters and the graph has no labels to "
+            "count them; set n_clusters"
+        )
+    return int(n_clusters)
 
 
 @dataclass

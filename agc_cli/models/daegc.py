@@ -11,9 +11,8 @@ from torch import Tensor, nn
 
 from agc_cli.cluster import kmeans
 from agc_cli.data.graph import Graph
-from agc_cli.errors import UsageError
 from agc_cli.models import rng
-from agc_cli.models.base import ClusteringModel, LossOutput
+from agc_cli.models.base import ClusteringModel, LossOutput, cluster_count
 from agc_cli.models.batch import GraphBatch
 from agc_cli.models.encoder import Encoder
 from agc_cli.models.gae import GAE
@@ -102,11 +101,7 @@ class DAEGC(ClusteringModel):
     def from_settings(
         cls, in_channels: int, num_nodes: int, num_classes: int | None, settings: Any
     ) -> DAEGC:
-        n_clusters = settings.n_clusters or num_classes
-        if n_clusters is None:
-            raise UsageError(
-                "n_clusters: DAEGC needs the number of clusters (the data has no labels)"
-            )
+        n_clusters = cluster_count("DAEGC", settings, num_classes)
         return cls(
             Encoder.from_settings(in_channels, settings),
             n_clusters,

@@ -8,8 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from agc_cli.errors import UsageError
-from agc_cli.models.base import ClusteringModel, LossOutput
+from agc_cli.models.base import ClusteringModel, LossOutput, cluster_count
 from agc_cli.models.batch import GraphBatch
 from agc_cli.models.encoder import Encoder
 
@@ -48,11 +47,7 @@ class DMoN(ClusteringModel):
     def from_settings(
         cls, in_channels: int, num_nodes: int, num_classes: int | None, settings: Any
     ) -> DMoN:
-        n_clusters = settings.n_clusters or num_classes
-        if n_clusters is None:
-            raise UsageError(
-                "n_clusters: DMoN needs the number of clusters (the data has no labels)"
-            )
+        n_clusters = cluster_count("DMoN", settings, num_classes)
         return cls(Encoder.from_settings(in_channels, settings), n_clusters)
 
     def readout(self, h: Tensor) -> Tensor:

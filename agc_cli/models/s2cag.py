@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from agc_cli.errors import UsageError
+from agc_cli.models.base import cluster_count
 from agc_cli.models.propagation import FeaturePropagation, TrainingFreeModel, check_num_layers
 
 # Extra vectors carried through the subspace iteration: they speed up convergence of the
@@ -135,12 +136,7 @@ class S2CAG(TrainingFreeModel):
 
     @classmethod
     def _options(cls, num_classes: int | None, settings: Any) -> dict[str, Any]:
-        n_clusters = settings.n_clusters or num_classes
-        if n_clusters is None:
-            raise UsageError(
-                f"n_clusters: {cls.name} needs the number of clusters and the graph has no "
-                "labels to count them; set n_clusters"
-            )
+        n_clusters = cluster_count(cls.name, settings, num_classes)
         return {
             "n_clusters": n_clusters,
             "num_layers": settings.num_layers,

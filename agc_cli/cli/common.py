@@ -59,6 +59,34 @@ def validate_static(settings: Settings, *, training: bool = True, processes: int
         RunDir(Path(settings.run_dir)).check_startable()  # a folder holding a run is refused
 
 
+def verify_dataset(dataset: str) -> None:
+    """``--verify``: check every byte of the on-disk store ``dataset`` against its full
+    checksums (a progress bar on a terminal, a note with the outcome)."""
+    import time
+
+    from agc_cli.data.layout import is_store
+
+    if not is_store(dataset):
+        raise UsageError(
+            f"--verify: {dataset} is not an on-disk store (write one with agc convert)"
+        )
+    from agc_cli.cli.progress import byte_progress
+    from agc_cli.data.store import verify_store
+
+    t0 = time.perf_counter()
+    with byte_progress(f"verifying {dataset}", _store_bytes(dataset)) as advance:
+        checked = verify_store(dataset, advance)
+    total = sum(checked.values())
+    render.note(f"verified {len(checked)} files of {dataset} ({total / 2**20:,.1f} MiB) in "
+                f"{time.perf_counter() - t0:.1f} s: every byte matches")  # fmt: skip
+
+
+def _store_bytes(dataset: str) -> int:
+    from agc_cli.data.store import read_meta
+
+    return sum(int(entry.get("bytes", 0)) for entry in read_meta(dataset)["files"].values())
+
+
 def check_model(name: str) -> None:
     """An unknown method is refused by name (the same message as the registry's)."""
     if name.lower() not in o.MODEL_NAMES:

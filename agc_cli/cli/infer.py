@@ -38,6 +38,7 @@ def infer(
     device: o.Device = None,
     infer_batch_size: o.InferBatchSize = None,
     infer_fan_out: o.InferFanOut = None,
+    verify: o.Verify = False,
     json_out: o.Json = False,
     quiet: o.Quiet = False,
     verbose: o.Verbose = False,
@@ -60,6 +61,8 @@ def infer(
     # The overrides are validated together with the run's settings before anything loads.
     checked = load_settings({**run.read_settings(), **overrides})
     render.settings_detail(checked)
+    if verify:
+        common.verify_dataset(checked.dataset)
     wanted = read_node_ids(nodes) if nodes is not None else None
     from agc_cli.engine.session import load_trained
 

@@ -191,6 +191,13 @@ Json = Annotated[
     typer.Option("--json", help="Print the result as one JSON document on stdout, nothing else.",
                  rich_help_panel=OUTPUT),
 ]  # fmt: skip
+Verify = Annotated[
+    bool,
+    typer.Option("--verify",
+                 help="On-disk store: first read every byte and check it against the full "
+                      "checksums written at convert time (progress bar).",
+                 rich_help_panel=DATA),
+]  # fmt: skip
 Quiet = Annotated[
     bool,
     typer.Option("--quiet", "-q", help="No progress, headers or notes on stderr (errors only).",

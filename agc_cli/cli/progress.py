@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.progress import (
@@ -100,3 +102,17 @@ class _Silent(NullProgress):
 def make_progress() -> RichProgress | _Silent:
     """Epoch lines and a bar on stderr, or nothing with ``--quiet``."""
     return _Silent() if render.quiet() else RichProgress()
+
+
+@contextlib.contextmanager
+def byte_progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A bar over ``total`` bytes on a terminal (nothing otherwise); yields ``advance(n)``."""
+    if not sys.stderr.isatty() or render.quiet():
+        yield lambda n: None
+        return
+    with Progress(
+        TextColumn(label), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+        console=err_console, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -49,6 +49,7 @@ def stats(
     infer_batch_size: o.InferBatchSize = None,
     precision: o.Precision = None,
     device: o.Device = None,
+    verify: o.Verify = False,
     json_out: o.Json = False,
     quiet: o.Quiet = False,
     verbose: o.Verbose = False,
@@ -65,6 +66,8 @@ def stats(
 
     settings = load_settings(o.settings_flags(locals()), config)
     common.check_model(settings.model)
+    if verify:
+        common.verify_dataset(settings.dataset)
     if emit_config is not None and emit_config.exists() and not force:
         raise UsageError(f"--emit-config: {emit_config} exists; pass --force to overwrite it")
     try:

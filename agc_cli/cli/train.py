@@ -43,6 +43,7 @@ def train(
     save_every: o.SaveEvery = None,
     save_every_batch: o.SaveEveryBatch = None,
     nproc_per_node: o.NprocPerNode = 1,
+    verify: o.Verify = False,
     json_out: o.Json = False,
     quiet: o.Quiet = False,
     verbose: o.Verbose = False,
@@ -57,6 +58,8 @@ def train(
 
     settings = load_settings(o.settings_flags(locals()), config)
     common.validate_static(settings, processes=nproc_per_node)
+    if verify:
+        common.verify_dataset(settings.dataset)
     from agc_cli.engine import distributed
 
     if nproc_per_node > 1 and not distributed.under_launcher():

@@ -19,8 +19,10 @@ Every file entry in ``meta.json`` records ``file``, ``dtype``, ``shape``, ``byte
 ``checksum``: the hex BLAKE2b digest (16 bytes) of the file's first and last MiB (the whole file
 when smaller than 2 MiB). Opening a store checks all of them against the files and their
 ``.npy`` headers, so a missing, truncated, replaced or re-written file is reported (``DataError``
-naming it) for about 2 MiB read per file, whatever the data size; a change in the middle of a
-large file goes unnoticed.
+naming it) for about 2 MiB read per file, whatever the data size. A change in the middle of a
+large file is caught by ``blake2b``, the digest of every byte, which :func:`verify_store`
+(``--verify``) checks in one full pass; reading batches also bound-checks ids and finite-checks
+features.
 
 Writing (:class:`StoreWriter`) fills ``.npy`` memory maps preallocated in a hidden sibling
 folder, chunk by chunk; files are fsynced, ``meta.json`` is written last and the folder renamed
@@ -60,12 +62,15 @@ from agc_cli.data import synthetic
 from agc_cli.data.graph import Graph
 from agc_cli.data.layout import META_FILE, is_store
 from agc_cli.errors import DataError, UsageError
-from agc_cli.utils.io import pid_alive
+from agc_cli.utils.io import pid_alive, reading
 
 FORMAT = "agc-store"
 VERSION = 1
 FEATURE_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 CHECKSUM_SPAN = 1 << 20
+# Every byte: checked on demand (`--verify`), not at every open.
+FULL_CHECKSUM_KEY = "blake2b"
+FULL_CHECKSUM_BLOCK = 8 << 20
 # Bytes copied per step when converting an in-memory graph (bounds the temporary copies).
 _COPY_BYTES = 64 << 20
 # Largest value float16 represents; features beyond it would become inf.
@@ -99,6 +104,49 @@ def file_checksum(path: Path) -> str:
             fh.seek(max(CHECKSUM_SPAN, size - CHECKSUM_SPAN))
             digest.update(fh.read())
     return digest.hexdigest()
+
+
+def full_checksum(path: Path, advance: Callable[[int], None] | None = None) -> str:
+    """BLAKE2b (16-byte) hex digest of every byte of ``path``, read in 8 MiB blocks;
+    ``advance(n)`` is called with the bytes of each block read."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(FULL_CHECKSUM_BLOCK), b""):
+            digest.update(block)
+            if advance is not None:
+                advance(len(block))
+    return digest.hexdigest()
+
+
+def verify_store(
+    path: str | os.PathLike, advance: Callable[[int], None] | None = None
+) -> dict[str, int]:
+    """Read every byte of the store at ``path`` and compare each file with the full checksum
+    written at convert time (``meta.json``'s ``blake2b``). Returns ``{file: bytes}``.
+
+    Raises:
+        DataError: naming the first file whose bytes differ, and for a store converted before
+            full checksums were written.
+    """
+    directory = Path(path).expanduser()
+    meta = read_meta(directory)
+    checked = {}
+    for entry in meta["files"].values():
+        file = store_file(directory, entry["file"])
+        expected = entry.get(FULL_CHECKSUM_KEY)
+        if expected is None:
+            raise DataError(
+                f"{directory}: converted before full checksums were recorded; convert it again "
+                "to verify it"
+            )
+        with reading(file, "not a readable store file"):
+            if full_checksum(file, advance) != expected:
+                raise DataError(
+                    f"{file}: its bytes differ from the full checksum in {META_FILE} (damaged "
+                    f"after conversion); {_DAMAGED}"
+                )
+            checked[entry["file"]] = file.stat().st_size
+    return checked
 
 
 def check_neighbour_ids(neighbours: Tensor, num_nodes: int, edge: Tensor, source: str) -> None:
@@ -220,6 +268,7 @@ class StoreWriter:
                 "shape": list(array.shape),
                 "bytes": path.stat().st_size,
                 "checksum": file_checksum(path),
+                FULL_CHECKSUM_KEY: full_checksum(path),
             }
         self._arrays.clear()
         meta = {

@@ -334,6 +334,31 @@ def select_yaml_layer(doc: Mapping[str, Any], dataset: str | None) -> dict[str, 
     return merged
 
 
+def value_sources(
+    cli: Mapping[str, Any] | None = None,
+    config: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Where :func:`load_settings` takes each setting from, with the same precedence:
+    ``flag``, ``env`` (``AGC_*``), ``config`` (the YAML file), ``preset`` or ``default``."""
+    env = os.environ if env is None else env
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    env_value = {
+        k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)
+    }
+    doc = read_config(Path(config)) if config else {}
+    dataset = cli.get("dataset") or env_value.get("dataset")
+    yaml_layer = select_yaml_layer(doc, dataset)
+    dataset = dataset or yaml_layer.get("dataset") or Settings.model_fields["dataset"].default
+    model = cli.get("model") or env_value.get("model") or yaml_layer.get("model") or "dgi"
+    preset = model_preset(str(model), str(dataset))
+    layers = (("flag", cli), ("env", env_value), ("config", yaml_layer), ("preset", preset))
+    return {
+        name: next((source for source, layer in layers if name in layer), "default")
+        for name in Settings.model_fields
+    }
+
+
 def load_settings(
     cli: Mapping[str, Any] | None = None,
     config: Path | str | None = None,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from agc_cli.cli import options as o
 from agc_cli.cli import render
-from agc_cli.cli.results import InferReport, Peak, TrainReport
+from agc_cli.cli.results import DryRunReport, InferReport, Peak, TrainReport
 from agc_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -57,6 +57,29 @@ def validate_static(settings: Settings, *, training: bool = True, processes: int
         from agc_cli.engine.rundir import RunDir
 
         RunDir(Path(settings.run_dir)).check_startable()  # a folder holding a run is refused
+
+
+def dry_run(settings: Settings, flags: dict[str, Any], config: Path | None) -> DryRunReport:
+    """What ``agc train``/``agc run`` would use, without loading the data or writing anything."""
+    from agc_cli.engine.session import plan_without_data
+    from agc_cli.settings import value_sources
+
+    sources = value_sources(flags, config)
+    planned, applied = plan_without_data(settings)
+    for choice in applied:
+        sources[choice.setting] = "planner"
+    values = planned.to_yaml_dict()
+    return DryRunReport(
+        settings=values, sources={k: sources[k] for k in values},
+        planner=[{"setting": c.setting, "value": c.value, "reason": c.reason} for c in applied],
+    )  # fmt: skip
+
+
+def show_dry_run(report: DryRunReport) -> None:
+    rows = [[key, value, report.sources[key]] for key, value in report.settings.items()]
+    render.table("Resolved settings (dry run)", ["setting", "value", "source"], rows)
+    for choice in report.planner:
+        render.note(f"planner: {choice['setting']} {choice['value']} ({choice['reason']})")
 
 
 def verify_dataset(dataset: str) -> None:

@@ -191,6 +191,13 @@ Json = Annotated[
     typer.Option("--json", help="Print the result as one JSON document on stdout, nothing else.",
                  rich_help_panel=OUTPUT),
 ]  # fmt: skip
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run",
+                 help="Print the resolved settings with the source of each value (flag, env, "
+                      "config, preset, planner, default) and exit; loads no data.",
+                 rich_help_panel=OUTPUT),
+]  # fmt: skip
 Verify = Annotated[
     bool,
     typer.Option("--verify",

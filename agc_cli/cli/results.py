@@ -185,3 +185,13 @@ class DatasetEntry:
 class DatasetsReport:
     root: Path
     datasets: list[DatasetEntry]
+
+
+@dataclass
+class DryRunReport:
+    """``agc train/run --dry-run``: the resolved settings, the source of each value (flag, env,
+    config, preset, planner, default) and the planner's choices with their reasons."""
+
+    settings: dict[str, Any]
+    sources: dict[str, str]
+    planner: list[dict[str, Any]] = field(default_factory=list)

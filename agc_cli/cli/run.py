@@ -39,6 +39,7 @@ def run(
     infer_batch_size: o.InferBatchSize = None,
     infer_fan_out: o.InferFanOut = None,
     runs: o.Runs = None,
+    dry_run: o.DryRun = False,
     json_out: o.Json = False,
     quiet: o.Quiet = False,
     verbose: o.Verbose = False,
@@ -48,8 +49,12 @@ def run(
     from agc_cli.engine.rundir import MODEL_FILE
     from agc_cli.settings import load_settings
 
-    settings = load_settings(o.settings_flags(locals()), config)
+    flags = o.settings_flags(locals())
+    settings = load_settings(flags, config)
     common.validate_static(settings)
+    if dry_run:
+        render.emit(common.dry_run(settings, flags, config), common.show_dry_run)
+        return
     t0 = time.perf_counter()
     session, run_dir = common.start_session(settings)
     stages = [Stage("load + setup", time.perf_counter() - t0, None, session.graph.name)]

@@ -44,6 +44,7 @@ def train(
     save_every_batch: o.SaveEveryBatch = None,
     nproc_per_node: o.NprocPerNode = 1,
     verify: o.Verify = False,
+    dry_run: o.DryRun = False,
     json_out: o.Json = False,
     quiet: o.Quiet = False,
     verbose: o.Verbose = False,
@@ -56,8 +57,12 @@ def train(
     render.configure(json_out, quiet, verbose)
     from agc_cli.settings import load_settings
 
-    settings = load_settings(o.settings_flags(locals()), config)
+    flags = o.settings_flags(locals())
+    settings = load_settings(flags, config)
     common.validate_static(settings, processes=nproc_per_node)
+    if dry_run:
+        render.emit(common.dry_run(settings, flags, config), common.show_dry_run)
+        return
     if verify:
         common.verify_dataset(settings.dataset)
     from agc_cli.engine import distributed

@@ -118,6 +118,17 @@ def plan_settings(
     return settings.model_copy(update={a.setting: a.value for a in applied}), applied
 
 
+def plan_without_data(settings: Settings) -> tuple[Settings, list[Applied]]:
+    """The settings a run would use and the planner choices in them, decided from what is known
+    without loading the data (catalog metadata, a synthetic spec, a store's ``meta.json``)."""
+    from agc_cli.data.info import describe_source
+
+    info = describe_source(settings.dataset, settings.root)
+    planned, applied = plan_settings(settings, info, detect_device(None, settings.device))
+    resolved = {"mini_batch": bool(planned.mini_batch), "fan_out": planned.fan_out_list()}
+    return planned.model_copy(update=resolved), applied
+
+
 def check_data_parallel(settings: Settings) -> None:
     """Refuse what data-parallel training cannot do (before any process group is joined)."""
     if settings.mini_batch is False:

@@ -22,9 +22,7 @@ def convert(
     dtype: Annotated[
         str, typer.Option("--dtype", help="Feature dtype on disk: float32 or float16.")
     ] = "float32",
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing store in OUT_DIR.")
-    ] = False,
+    force: o.Force = False,
     root: o.Root = None,
     cache_dir: o.CacheDir = None,
     labeled_only: o.LabeledOnly = None,

@@ -21,10 +21,7 @@ if TYPE_CHECKING:
 
 def infer(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `agc train`.")],
-    checkpoint: Annotated[
-        str | None,
-        typer.Option("--checkpoint", help="Weights file (default: best, else final)."),
-    ] = None,
+    checkpoint: o.Checkpoint = None,
     nodes: Annotated[
         Path | None,
         typer.Option("--nodes", help="File of node ids (.npy, .pt or text) to embed."),

@@ -191,6 +191,17 @@ Json = Annotated[
     typer.Option("--json", help="Print the result as one JSON document on stdout, nothing else.",
                  rich_help_panel=OUTPUT),
 ]  # fmt: skip
+Checkpoint = Annotated[
+    str | None,
+    typer.Option("--checkpoint",
+                 help="A weights file of this run: a file name in checkpoints/ (or model.pt "
+                      "for infer). Default: infer uses best, else final; resume the newest."),
+]  # fmt: skip
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Overwrite what this command writes if it exists (a store, "
+                                 "an --emit-config file)."),
+]  # fmt: skip
 DryRun = Annotated[
     bool,
     typer.Option("--dry-run",

@@ -15,10 +15,7 @@ from agc_cli.errors import UsageError
 
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `agc train`.")],
-    checkpoint: Annotated[
-        str | None,
-        typer.Option("--checkpoint", help="A checkpoint of this run: a file name in checkpoints/."),
-    ] = None,
+    checkpoint: o.Checkpoint = None,
     best: Annotated[bool, typer.Option("--best", help="Resume from best.pt.")] = False,
     epochs: o.Epochs = None,
     device: o.Device = None,

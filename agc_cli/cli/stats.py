@@ -34,7 +34,7 @@ def stats(
         Path | None,
         typer.Option("--emit-config", help="Write the recommendation as a train.conf.yaml."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --emit-config's file.")] = False,
+    force: o.Force = False,
     config: o.Config = None,
     root: o.Root = None,
     cache_dir: o.CacheDir = None,

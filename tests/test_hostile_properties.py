@@ -12,6 +12,7 @@ import yaml
 
 hypothesis = pytest.importorskip("hypothesis")
 
+from cli_helpers import graph_dir  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
@@ -23,16 +24,6 @@ from agc_cli.settings import load_settings  # noqa: E402
 SLOW_OK = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-def graph_dir(base, x, edges=None, y=None):
-    folder = base / "graph"
-    folder.mkdir(exist_ok=True)
-    np.save(folder / "edge_index.npy", np.array([[0, 1], [1, 0]]) if edges is None else edges)
-    np.save(folder / "x.npy", x)
-    if y is not None:
-        np.save(folder / "y.npy", y)
-    return folder
 
 
 @SLOW_OK

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from cli_helpers import run_agc
+from cli_helpers import graph_dir, run_agc
 
 from agc_cli.engine import checkpoint as ckpt
 from agc_cli.engine.rundir import RunDir
@@ -78,16 +78,6 @@ def one_error(r, code: int) -> str:
     errors = [line for line in r.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, r.err
     return errors[0]
-
-
-def graph_dir(tmp_path: Path, x: np.ndarray, edges=None, y=None) -> Path:
-    folder = tmp_path / "graph"
-    folder.mkdir(exist_ok=True)
-    np.save(folder / "edge_index.npy", np.array([[0, 1], [1, 0]]) if edges is None else edges)
-    np.save(folder / "x.npy", x)
-    if y is not None:
-        np.save(folder / "y.npy", y)
-    return folder
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

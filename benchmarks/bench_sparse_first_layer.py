@@ -29,8 +29,9 @@ import torch
 from agc_cli.data.sources import load_graph
 from agc_cli.engine.memory import MemoryMonitor
 from agc_cli.engine.planner import fmt_bytes
+from agc_cli.engine.session import build_model
 from agc_cli.engine.trainer import build_optimizer
-from agc_cli.models import GraphBatch, get_model_class
+from agc_cli.models import GraphBatch
 from agc_cli.sampling.loader import GraphFeatureStore, GraphTopologyStore, make_loader
 from agc_cli.sampling.neighbor import CSCTopology
 from agc_cli.settings import load_settings
@@ -94,9 +95,7 @@ def main() -> None:
     settings = load_settings({"dataset": a.dataset, "model": a.model, "mini_batch": True,
                               "cache_dir": cache})  # fmt: skip
     torch.manual_seed(0)
-    model = get_model_class(a.model).from_settings(
-        graph.num_features, graph.num_nodes, graph.num_classes, settings
-    )
+    model = build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
     # The sampled structure only: each step fetches its own feature rows.
     stores = (_NoFeatures(graph), GraphTopologyStore(CSCTopology(graph.colptr, graph.row)))
     loader = make_loader(stores, None, settings.fan_out_list(), settings.batch_size,

@@ -19,7 +19,8 @@ import torch
 from quality_common import add_common_args, apply_common_args, kmeans_nmi
 
 from agc_cli.data.sources import load_graph
-from agc_cli.models import MODELS, GraphBatch, get_model_class
+from agc_cli.engine.session import build_model
+from agc_cli.models import MODELS, GraphBatch
 from agc_cli.presets import model_preset
 from agc_cli.settings import Settings
 
@@ -31,9 +32,7 @@ def run(model_name: str, seed: int, graph, overrides: dict) -> tuple[float, floa
     """Train one model; return (NMI x 100, training seconds)."""
     settings = Settings(**{**model_preset(model_name, "Cora"), **overrides, "model": model_name})
     torch.manual_seed(seed)
-    model = get_model_class(model_name).from_settings(
-        graph.num_features, graph.num_nodes, graph.num_classes, settings
-    )
+    model = build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
     batch = GraphBatch.full(graph)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay

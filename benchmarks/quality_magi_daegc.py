@@ -20,6 +20,7 @@ from quality_common import add_common_args, apply_common_args, kmeans_nmi
 
 from agc_cli.data.graph import Graph
 from agc_cli.data.sources import load_graph
+from agc_cli.engine.session import build_model
 from agc_cli.engine.trainer import Trainer
 from agc_cli.models import GraphBatch
 from agc_cli.models.base import ClusteringModel
@@ -39,9 +40,7 @@ def run(name: str, seed: int, graph: Graph, overrides: dict[str, str]) -> tuple[
     preset = model_preset(name, "Cora")
     settings = Settings(**{**preset, **overrides, "model": name, "seed": seed, "mini_batch": False})
     torch.manual_seed(seed)
-    model = MODELS[name].from_settings(
-        graph.num_features, graph.num_nodes, graph.num_classes, settings
-    )
+    model = build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
     trainer = Trainer(graph, model, settings, torch.device("cpu"), mini_batch=False)
     start = time.perf_counter()
     trainer.fit()

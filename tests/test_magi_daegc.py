@@ -8,11 +8,13 @@ import pytest
 import torch
 from sampled_batches import sample_batch, tiny_graph
 
+from agc_cli.engine.session import build_model
 from agc_cli.errors import UsageError
 from agc_cli.models import ClusteringModel, GraphBatch
 from agc_cli.models import daegc as daegc_module
 from agc_cli.models.daegc import DAEGC, reconstruction_loss, sharpen
 from agc_cli.models.magi import MAGI, communities, walk_modularity
+from agc_cli.sampling import random_walk
 from agc_cli.settings import Settings
 
 
@@ -23,13 +25,15 @@ def _settings(**values) -> Settings:
 def _magi(graph, **values) -> MAGI:
     torch.manual_seed(0)
     settings = _settings(num_walks=10, walk_length=3, **values)
-    return MAGI.from_settings(graph.num_features, graph.num_nodes, graph.num_classes, settings)
+    settings = settings.model_copy(update={"model": "magi"})
+    return build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
 
 
 def _daegc(graph, **values) -> DAEGC:
     torch.manual_seed(0)
     settings = _settings(gnn_type="gat", heads=2, activation="elu", **values)
-    return DAEGC.from_settings(graph.num_features, graph.num_nodes, graph.num_classes, settings)
+    settings = settings.model_copy(update={"model": "daegc"})
+    return build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
 
 
 def _sampled(graph, seeds: torch.Tensor) -> GraphBatch:
@@ -86,7 +90,7 @@ def test_magi_positive_weights_are_symmetric_positive_and_off_diagonal():
     graph = tiny_graph(num_nodes=60)
     seeds = torch.randperm(60, generator=torch.Generator().manual_seed(1))[:30]
     generator = torch.Generator().manual_seed(0)
-    pairs, weights = walk_modularity(graph.colptr, graph.row, seeds, 20, 3, generator)
+    pairs, weights = walk_modularity(random_walk, graph.colptr, graph.row, seeds, 20, 3, generator)
     assert pairs.shape[1] > 0 and pairs.shape[1] == weights.numel()
     assert bool((pairs >= 0).all()) and bool((pairs < 30).all())
     assert bool((pairs[0] != pairs[1]).all())
@@ -98,14 +102,18 @@ def test_magi_positive_weights_are_symmetric_positive_and_off_diagonal():
 def test_magi_one_step_walks_make_positives_of_adjacent_seeds_only():
     graph = tiny_graph(num_nodes=60)
     seeds = torch.arange(60)
-    pairs, _ = walk_modularity(graph.colptr, graph.row, seeds, 20, 1, torch.Generator())
+    pairs, _ = walk_modularity(
+        random_walk, graph.colptr, graph.row, seeds, 20, 1, torch.Generator()
+    )
     assert set(map(tuple, seeds[pairs].T.tolist())) <= _edges(graph)
 
 
 def test_magi_groups_are_the_root_then_frequently_visited_nodes():
     graph = tiny_graph(num_nodes=60)
     roots = torch.tensor([5, 17, 42])
-    nodes, sizes = communities(graph.colptr, graph.row, roots, 30, 1, torch.Generator())
+    nodes, sizes = communities(
+        random_walk, graph.colptr, graph.row, roots, 30, 1, torch.Generator()
+    )
     assert int(sizes.sum()) == nodes.numel()
     edges = _edges(graph)
     for root, group in zip(roots.tolist(), nodes.split(sizes.tolist()), strict=True):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from sampled_batches import sample_batch, tiny_graph
 
+from agc_cli.engine.session import build_model
 from agc_cli.errors import UsageError
 from agc_cli.models import MODELS, ClusteringModel, GraphBatch, LossOutput, get_model_class
 from agc_cli.models.dgi import DGI
@@ -22,10 +23,8 @@ def _settings(**values) -> Settings:
 
 def _model(name: str, graph, **values) -> ClusteringModel:
     torch.manual_seed(0)
-    cls = get_model_class(name)
-    return cls.from_settings(
-        graph.num_features, graph.num_nodes, graph.num_classes, _settings(**values)
-    )
+    settings = _settings(model=name, **values)
+    return build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
 
 
 def _minibatch(graph, num_hops: int = 2) -> GraphBatch:
@@ -197,8 +196,6 @@ def test_presets_build_a_model(name):
     from agc_cli.presets import model_preset
 
     graph = tiny_graph()
-    settings = Settings(**model_preset(name, "Cora"))
-    model = get_model_class(name).from_settings(
-        graph.num_features, graph.num_nodes, graph.num_classes, settings
-    )
+    settings = Settings(**{**model_preset(name, "Cora"), "model": name})
+    model = build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
     assert torch.isfinite(model.loss(GraphBatch.full(graph)).loss)

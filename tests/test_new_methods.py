@@ -13,7 +13,7 @@ from cli_helpers import run_agc
 from sampled_batches import tiny_graph
 
 from agc_cli.engine.inference import layerwise
-from agc_cli.engine.session import open_session, train
+from agc_cli.engine.session import build_model, open_session, train
 from agc_cli.errors import UsageError
 from agc_cli.models import GraphBatch, get_model_class
 from agc_cli.models import ns4gc as ns4gc_module
@@ -29,10 +29,8 @@ TRAINABLE = ["ns4gc", "dinknet", "gbt", "vgae"]
 
 def _model(name: str, graph, **values):
     torch.manual_seed(0)
-    settings = Settings(**{"hidden_channels": 16, "num_layers": 2, **values})
-    return get_model_class(name).from_settings(
-        graph.num_features, graph.num_nodes, graph.num_classes, settings
-    )
+    settings = Settings(**{"hidden_channels": 16, "num_layers": 2, **values, "model": name})
+    return build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
 
 
 def _unit(n: int, d: int, seed: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from sampled_batches import tiny_graph
 
 from agc_cli.data.graph import Graph, row_normalize
+from agc_cli.engine.session import build_model
 from agc_cli.models import Encoder, GraphBatch, SparseMatrix, get_model_class
 from agc_cli.models import sparse as sparse_module
 from agc_cli.sampling.loader import make_loader
@@ -75,9 +76,7 @@ def test_every_method_gets_equal_loss_and_gradients_from_sparse_and_dense_batche
     graph = _sparse_graph()
     torch.manual_seed(0)
     settings = Settings(hidden_channels=16, num_layers=2, model=name)
-    model = get_model_class(name).from_settings(
-        graph.num_features, graph.num_nodes, graph.num_classes, settings
-    )
+    model = build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
     sparse, dense = _sampled_pair(graph, layers=2)
     results = []
     for batch in (sparse, dense):

@@ -18,7 +18,7 @@ from agc_cli.engine.rundir import MODEL_FILE, RunDir
 from agc_cli.engine.runtime import configure_threads, resolve_device, seed_everything
 from agc_cli.engine.trainer import Trainer, TrainResult
 from agc_cli.errors import UsageError
-from agc_cli.models.base import ClusteringModel
+from agc_cli.models.base import ClusteringModel, Tools
 from agc_cli.models.registry import get_model_class
 from agc_cli.settings import Settings
 from agc_cli.utils.io import atomic_torch_save
@@ -118,6 +118,32 @@ def plan_settings(
     return settings.model_copy(update={a.setting: a.value for a in applied}), applied
 
 
+def _kmeans_centres(points: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    from agc_cli.cluster import kmeans
+
+    return kmeans(points, k, seed=seed).centroids
+
+
+def engine_tools() -> Tools:
+    """What methods may use from ``cluster/`` and ``sampling/`` (see :class:`Tools`)."""
+    from agc_cli.sampling.random_walk import random_walk
+
+    return Tools(kmeans=_kmeans_centres, random_walk=random_walk)
+
+
+def build_model(
+    settings: Settings, in_channels: int, num_nodes: int, num_classes: int | None
+) -> ClusteringModel:
+    """The model ``settings.model`` for a graph of these sizes, with the engine's tools bound.
+
+    The one place models are built (sessions, trained runs, benchmarks and tests)."""
+    model = get_model_class(settings.model).from_settings(
+        in_channels, num_nodes, num_classes, settings
+    )
+    model.tools = engine_tools()
+    return model
+
+
 def plan_without_data(settings: Settings) -> tuple[Settings, list[Applied]]:
     """The settings a run would use and the planner choices in them, decided from what is known
     without loading the data (catalog metadata, a synthetic spec, a store's ``meta.json``)."""
@@ -174,8 +200,7 @@ def open_session(settings: Settings, graph: Graph | None = None) -> Session:
         update={"mini_batch": bool(settings.mini_batch), "fan_out": settings.fan_out_list()}
     )
     seed_everything(settings.seed)
-    cls = get_model_class(settings.model)
-    model = cls.from_settings(graph.num_features, graph.num_nodes, graph.num_classes, settings)
+    model = build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
     return Session(settings, graph, device, model, planned, dist)
 
 
@@ -209,9 +234,7 @@ def load_trained(
         settings.storage,
     )  # fmt: skip
     seed_everything(settings.seed)
-    model = get_model_class(settings.model).from_settings(
-        graph.num_features, graph.num_nodes, graph.num_classes, settings
-    )
+    model = build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
     if not getattr(model, "trainable", True) and checkpoint is None:
         return settings, model, graph, None  # nothing learned: the settings define the model
     if checkpoint is None:

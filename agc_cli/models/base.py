@@ -9,7 +9,7 @@ and the loss is over the batch's seed nodes, averaged per example.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,8 +18,26 @@ from torch import Tensor, nn
 
 from agc_cli.data.graph import Graph
 from agc_cli.errors import UsageError
+from agc_cli.models import rng
 from agc_cli.models.batch import GraphBatch
 from agc_cli.models.encoder import Encoder
+
+
+@dataclass(frozen=True)
+class Tools:
+    """What some methods need from the layers beside ``models/``, bound by the engine when it
+    builds a model (:func:`agc_cli.engine.session.build_model`), so that ``models/`` imports
+    neither ``sampling/`` nor ``cluster/``.
+
+    Attributes:
+        kmeans: ``(points [n, d], k, seed) -> centroids [k, d]`` (DAEGC's and Dink-Net's
+            initial cluster centres).
+        random_walk: ``(colptr, row, start, length, generator) -> [len(start), length + 1]``
+            node ids of uniform random walks over a CSC topology (MAGI).
+    """
+
+    kmeans: Callable[[Tensor, int, int], Tensor]
+    random_walk: Callable[..., Tensor]
 
 
 def cluster_count(method: str, settings: Any, num_classes: int | None) -> int:
@@ -67,6 +85,26 @@ class ClusteringModel(nn.Module, ABC):
     def __init__(self) -> None:
         super().__init__()
         self.generator: torch.Generator | None = None
+        self.tools: Tools | None = None  # bound by the engine (see Tools)
+
+    def tool(self, name: str) -> Callable[..., Any]:
+        """The engine-bound tool ``name`` (see :class:`Tools`)."""
+        if self.tools is None:
+            raise RuntimeError(
+                f"{self.name}: built without the engine's tools (needs {name}); build models "
+                "with agc_cli.engine.session.build_model"
+            )
+        return getattr(self.tools, name)
+
+    def fit_centres(self, centres: nn.Parameter, z: Tensor) -> None:
+        """Set ``centres`` to k-means centroids of the embeddings ``z`` (seeded from
+        ``self.generator``); data-parallel ranks all take rank 0's."""
+        seed = int(rng.randint(2**31 - 1, (1,), z.device, self.generator))
+        fitted = self.tool("kmeans")(z, centres.shape[0], seed)
+        with torch.no_grad():
+            centres.copy_(fitted.to(centres))
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.broadcast(centres.data, src=0)
 
     @classmethod
     @abstractmethod

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agc_cli.cluster import kmeans
 from agc_cli.data.graph import Graph
 from agc_cli.models import rng
 from agc_cli.models.base import ClusteringModel, LossOutput, cluster_count
@@ -168,13 +167,7 @@ class DAEGC(ClusteringModel):
         return p
 
     def _init_centres(self, z: Tensor) -> None:
-        seed = int(rng.randint(2**31 - 1, (1,), z.device, self.generator))
-        result = kmeans(z, self.n_clusters, seed=seed)
-        with torch.no_grad():
-            self.centres.copy_(result.centroids.to(self.centres))
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                # Data-parallel ranks clustered different seeds: all take rank 0's centres.
-                torch.distributed.broadcast(self.centres.data, src=0)
+        self.fit_centres(self.centres, z)
         self.phase = JOINT
 
     def _refresh_target(self) -> None:

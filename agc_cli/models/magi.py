@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -13,7 +13,6 @@ from agc_cli.data.graph import Graph
 from agc_cli.models.base import ClusteringModel, LossOutput
 from agc_cli.models.batch import GraphBatch
 from agc_cli.models.encoder import Encoder
-from agc_cli.sampling.random_walk import random_walk
 
 # The paper's activation on the output layer: leaky ReLU with this slope (its ``ns``). On Cora
 # it beats the encoder's activations (NMI ~59 against ~57 for none, ~51 for slope 0.01, and
@@ -143,8 +142,8 @@ class MAGI(ClusteringModel):
             seeds = torch.arange(batch.batch_size, device=colptr.device)
         device = self.generator.device if self.generator is not None else colptr.device
         pairs, weights = walk_modularity(
-            colptr.to(device), row.to(device), seeds.to(device), self.num_walks,
-            self.walk_length, self.generator,
+            self.tool("random_walk"), colptr.to(device), row.to(device), seeds.to(device),
+            self.num_walks, self.walk_length, self.generator,
         )  # fmt: skip
         return pairs.to(batch.device), weights.to(batch.device)
 
@@ -172,7 +171,13 @@ class MAGI(ClusteringModel):
         chunks = roots.split(batch_size)
         for index, chunk in enumerate(chunks):
             more_nodes, more_sizes = communities(
-                colptr, row, chunk, self.num_walks, self.walk_length, generator
+                self.tool("random_walk"),
+                colptr,
+                row,
+                chunk,
+                self.num_walks,
+                self.walk_length,
+                generator,
             )
             nodes, sizes = torch.cat([nodes, more_nodes]), torch.cat([sizes, more_sizes])
             ends = torch.cumsum(sizes, 0)
@@ -202,6 +207,7 @@ class MAGI(ClusteringModel):
 
 
 def walk_modularity(
+    random_walk: Callable[..., Tensor],
     colptr: Tensor,
     row: Tensor,
     seeds: Tensor,
@@ -246,6 +252,7 @@ def walk_modularity(
 
 
 def communities(
+    random_walk: Callable[..., Tensor],
     colptr: Tensor,
     row: Tensor,
     roots: Tensor,

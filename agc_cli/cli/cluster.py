@@ -110,7 +110,10 @@ def cluster(
         out_dir, result, ids, settings, tag
     )
     if plot is not None:
-        draw_projection(plot, emb, result.labels, projection, settings.seed)
+        scores = ", ".join(f"{k.upper()} {v:.2f}" for k, v in list(metrics["mean"].items())[:4])
+        truth = graph.y[ids] if graph.y is not None else None
+        title = f"{graph.name} · {settings.model} · {scores}"
+        draw_projection(plot, emb, result.labels, projection, settings.seed, title, truth)
         render.note(f"wrote {plot}")
     report = ClusterReport(
         metrics, int(ids.numel()), int(graph.num_nodes), emb_path, clusters_file, metrics_file,
@@ -217,11 +220,36 @@ def read_embeddings(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict | None
     return emb, ids, provenance
 
 
+def match_to_classes(predicted, true):
+    """``predicted`` cluster ids renumbered to the ground-truth class each is matched with (a
+    maximum-overlap one-to-one matching over labelled points); unmatched clusters get ids after
+    the largest class. Unlabelled points (``true < 0``) do not count."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    clusters, inverse = np.unique(predicted, return_inverse=True)
+    labelled = true >= 0
+    classes = int(true[labelled].max()) + 1 if labelled.any() else 0
+    overlap = np.zeros((len(clusters), max(classes, 1)), dtype=np.int64)
+    np.add.at(overlap, (inverse[labelled], true[labelled]), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    mapping = np.full(len(clusters), -1)
+    mapping[rows] = cols
+    spare = iter(range(max(classes, 1), max(classes, 1) + len(clusters)))
+    mapping = np.array([m if m >= 0 else next(spare) for m in mapping])
+    return mapping[inverse]
+
+
 def draw_projection(
     path: Path, emb: torch.Tensor, labels: torch.Tensor, method: str, seed: int,
-    sample: int = 5000,
+    title: str = "", truth: torch.Tensor | None = None, sample: int = 5000,
 ) -> None:  # fmt: skip
-    """Scatter plot of a 2-D PCA or t-SNE projection of (a sample of) the embeddings."""
+    """A 2-D PCA or t-SNE projection of (a sample of) the embeddings, coloured by predicted
+    cluster, beside the same points coloured by ground-truth class when labels exist.
+
+    The projection is robust to outliers: each axis is clipped to its 0.5–99.5 percentiles
+    (clipped points stay on the border), so a few far points cannot squash the cloud.
+    """
     import matplotlib.pyplot as plt  # checked by plot_path
     import numpy as np
     from sklearn.decomposition import PCA
@@ -237,11 +265,32 @@ def draw_projection(
         xy = TSNE(n_components=2, random_state=seed, init="pca").fit_transform(x)
     else:
         xy = PCA(n_components=2, random_state=seed).fit_transform(x)
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
-    ax.scatter(xy[:, 0], xy[:, 1], c=labels.numpy()[idx], cmap="tab20", s=4, alpha=0.8)
-    ax.set_title(f"{method.upper()} of {len(idx):,} of {n:,} embeddings, coloured by cluster")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    low, high = np.percentile(xy, [0.5, 99.5], axis=0)
+    xy = np.clip(xy, low, high)
+    predicted = labels.numpy()[idx]
+    panels = [("predicted cluster", predicted)]
+    if truth is not None and bool((truth[idx] >= 0).any()):
+        true = truth.numpy()[idx]
+        # Clusters renumbered after the class each overlaps most (Hungarian matching), so the
+        # two panels share colours where they agree.
+        panels = [("predicted cluster (numbered after its matched class)",
+                   match_to_classes(predicted, true)),
+                  ("ground-truth class", true)]  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6), dpi=120,
+                             squeeze=False)  # fmt: skip
+    for ax, (name, colour) in zip(axes[0], panels, strict=True):
+        values = np.unique(colour)
+        cmap = plt.get_cmap("tab20", max(len(values), 1))
+        for k, value in enumerate(values):
+            keep = colour == value
+            ax.scatter(xy[keep, 0], xy[keep, 1], s=4, alpha=0.8, color=cmap(k), label=str(value))
+        ax.set_title(f"coloured by {name}")
+        ax.set_xlabel(f"{method.upper()} 1")
+        ax.set_ylabel(f"{method.upper()} 2")
+        if len(values) <= 20:
+            ax.legend(title=name.split()[1], markerscale=3, fontsize="small", loc="best")
+    head = f"{method.upper()} of {len(idx):,} of {n:,} embeddings"
+    fig.suptitle(f"{title}\n{head}" if title else head)
     fig.tight_layout()
     try:
         with writing(path):

@@ -181,12 +181,54 @@ def run_training(session: Session, run: RunDir | None) -> TrainReport:
     try:
         with run.discard_on_failure() if run is not None else contextlib.nullcontext():
             _, result = train_session(session, run, progress)
+        if run is not None:
+            write_loss_plot(run)
     finally:
         if progress is not None:
             progress.close()
         if run is not None:
             run.release()
     return train_report(result, session, run)
+
+
+LOSS_PLOT = "loss.png"
+
+
+def write_loss_plot(run: RunDir) -> Path | None:
+    """``RUN/loss.png``: the training loss and its components per epoch, from
+    ``metrics.jsonl``, when matplotlib is installed (else nothing, silently)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from agc_cli.utils.io import writing
+
+    records = run.read_metrics()
+    if not records:
+        return None
+    skip = {"epoch", "seconds", "nodes_per_s", "step", "batch"}
+    epochs = [r["epoch"] for r in records]
+    keys = [k for k in records[-1] if k not in skip and isinstance(records[-1][k], int | float)]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for key in keys:
+        ax.plot(epochs, [r.get(key, float("nan")) for r in records], label=key,
+                linewidth=2 if key == "loss" else 1)  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"{run.path.name}: training loss per epoch")
+    ax.legend()
+    fig.tight_layout()
+    path = run.path / LOSS_PLOT
+    try:
+        with writing(path):
+            fig.savefig(path)
+    finally:
+        plt.close(fig)
+    render.note(f"wrote {path}")
+    return path
 
 
 def train_report(

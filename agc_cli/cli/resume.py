@@ -94,6 +94,7 @@ def _resume(run_dir: Path, overrides: dict, checkpoint: str | None, best: bool) 
                 trainer.progress.close()
         if main:
             atomic_torch_save(resumed.session.model.state_dict(), trainer.run.path / MODEL_FILE)
+            common.write_loss_plot(trainer.run)
     finally:
         if main:
             trainer.run.release()

@@ -104,7 +104,7 @@ class Settings(BaseSettings):
 
     # model
     model: str = "dgi"
-    gnn_type: Literal["gcn", "sage", "gat", "gin"] = "gcn"
+    gnn_type: Literal["gcn", "sage", "gat", "gatv2", "gin"] = "gcn"
     hidden_channels: int = Field(256, ge=1)
     num_layers: int = Field(2, ge=1)
     heads: int = Field(1, ge=1)

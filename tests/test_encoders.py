@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from sampled_batches import sample_batch, tiny_graph
 from torch import nn
 from torch_geometric import nn as pyg_nn
 
 from agc_cli.errors import UsageError
 from agc_cli.models import Block, Encoder, GraphBatch, SparseMatrix, convs
-from agc_cli.models.convs import GATConv, GCNConv, GINConv, SAGEConv
+from agc_cli.models.convs import GATConv, GATv2Conv, GCNConv, GINConv, SAGEConv
 from agc_cli.models.encoder import PReLU
 
-GNN_TYPES = ["gcn", "sage", "gat", "gin"]
+GNN_TYPES = ["gcn", "sage", "gat", "gatv2", "gin"]
 
 
 def _encoder(gnn_type: str, in_channels: int, **options) -> Encoder:
@@ -333,3 +334,42 @@ def test_propagate_permuted_equals_propagating_permuted_rows_with_equal_gradient
     (g_moved,) = torch.autograd.grad(moved, t, upstream)
     (g_plain,) = torch.autograd.grad(plain, t, upstream)
     torch.testing.assert_close(g_moved, g_plain)
+
+
+@pytest.mark.parametrize("concat", [True, False])
+def test_gatv2_conv_matches_pyg(concat):
+    x, edge_index, block = _pyg_input(tiny_graph())
+    ours = GATv2Conv(x.shape[1], 4, heads=3, concat=concat, residual=True)
+    ref = pyg_nn.GATv2Conv(x.shape[1], 4, heads=3, concat=concat, residual=True)
+    with torch.no_grad():
+        for name in ("bias_src", "bias_dst", "bias"):
+            getattr(ours, name).copy_(torch.randn_like(getattr(ours, name)))
+        ref.lin_l.weight.copy_(ours.weight_part("lin").T)
+        ref.lin_l.bias.copy_(ours.bias_src)
+        ref.lin_r.weight.copy_(ours.weight_part("dst").T)
+        ref.lin_r.bias.copy_(ours.bias_dst)
+        ref.res.weight.copy_(ours.weight_part("residual").T)
+        ref.att.copy_(ours.att)
+        ref.bias.copy_(ours.bias)
+    torch.testing.assert_close(ours(x, block), ref(x, edge_index))
+
+
+def test_gatv2_attention_order_of_sources_can_depend_on_the_target():
+    # GATv2's defining property: with a non-linearity between the two transforms, the order
+    # of two sources by attention can differ between two targets; GAT's order cannot.
+    torch.manual_seed(3)
+    conv = GATv2Conv(4, 8, heads=1)
+    x = torch.randn(4, 4)
+    with torch.no_grad():
+        t = conv.transform(x)
+        h_src = conv.part(t, "lin") + conv.bias_src
+        h_dst = conv.part(t, "dst") + conv.bias_dst
+
+        def score(i: int, j: int) -> float:  # edge j -> i
+            return float((F.leaky_relu(h_src[j] + h_dst[i], 0.2) * conv.att[0, 0]).sum())
+
+        flips = 0
+        for _ in range(50):
+            conv.att.normal_()
+            flips += (score(0, 2) > score(0, 3)) != (score(1, 2) > score(1, 3))
+    assert flips > 0

@@ -19,7 +19,7 @@ from agc_cli.models import sparse as sparse_module
 from agc_cli.sampling.loader import make_loader
 from agc_cli.settings import Settings
 
-GNN_TYPES = ["gcn", "sage", "gat", "gin"]
+GNN_TYPES = ["gcn", "sage", "gat", "gatv2", "gin"]
 METHODS = [
     "dgi", "gae", "ccassg", "dmon", "magi", "daegc", "ns4gc", "dinknet", "gbt", "vgae",
 ]  # fmt: skip

@@ -78,7 +78,9 @@ Model = Annotated[
 ]  # fmt: skip
 GnnType = Annotated[
     str | None,
-    _opt("--gnn-type", setting="gnn_type", help="Encoder: gcn, sage, gat, gin.", panel=MODEL),
+    _opt(
+        "--gnn-type", setting="gnn_type", help="Encoder: gcn, sage, gat, gatv2, gin.", panel=MODEL
+    ),
 ]
 HiddenChannels = Annotated[
     int | None, _opt("--hidden-channels", setting="hidden_channels", help="Hidden size.",

@@ -247,7 +247,7 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
     h, layers = settings.hidden_channels, settings.num_layers
     model, gnn = settings.model.lower(), settings.gnn_type
     act_bytes = 2 if settings.precision in ("bf16", "16") else 4
-    heads = settings.heads if gnn == "gat" else 1
+    heads = settings.heads if gnn in ("gat", "gatv2") else 1
     passes = ACTIVATION_PASSES.get(model, 1.0)
     avg_deg = e / max(n, 1)
 
@@ -265,7 +265,7 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
 
     def params() -> int:
         count = f * h + (layers - 1) * h * h + layers * h
-        if gnn == "gat":
+        if gnn in ("gat", "gatv2"):
             count += layers * 2 * h  # attention vectors
         if gnn in ("sage", "gin"):
             count *= 2  # root weight / MLP second linear
@@ -281,7 +281,7 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
             rows = sum(hop_nodes[: layers - i + 1]) if hop_nodes else n
             layer_edges = sum(edges[: layers - i]) if edges else e + n
             per_layer = rows * h * act_bytes * (TRAIN_TENSORS_PER_LAYER if train else 1)
-            if gnn == "gat":
+            if gnn in ("gat", "gatv2"):
                 per_layer += layer_edges * (h * act_bytes + heads * 3 * 4)
             total += per_layer
         return int(total * (passes if train else 1))

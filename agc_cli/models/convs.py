@@ -213,6 +213,60 @@ class GATConv(TransformPropagateConv):
         return out + self.bias + self._residual(t, block)
 
 
+class GATv2Conv(TransformPropagateConv):
+    """GATv2 (Brody et al., ICLR 2022, https://arxiv.org/abs/2105.14491; PyG's ``GATv2Conv``
+    with separate source and target weights): the attention of edge ``j -> i`` is
+    ``a . LeakyReLU(W_s x_j + W_t x_i)``, so the ranking of neighbours depends on the target
+    (GAT's is the same for every target). Heads are concatenated (``concat``) or averaged.
+
+    Args:
+        out_channels: width of each head.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        heads: int = 1,
+        concat: bool = True,
+        residual: bool = False,
+        negative_slope: float = 0.2,
+    ):
+        total = heads * out_channels if concat else out_channels
+        parts = {"lin": heads * out_channels, "dst": heads * out_channels}
+        parts |= {"residual": total} if residual else {}
+        super().__init__(in_channels, parts)
+        self.heads, self.head_channels, self.concat = heads, out_channels, concat
+        self.out_channels = total
+        self.negative_slope = negative_slope
+        self.att = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.bias_src = nn.Parameter(torch.zeros(heads * out_channels))
+        self.bias_dst = nn.Parameter(torch.zeros(heads * out_channels))
+        self.bias = nn.Parameter(torch.zeros(total))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for name in self.parts:
+            _glorot_(self.weight_part(name).data)
+        _glorot_(self.att.data)
+        for bias in (self.bias_src, self.bias_dst, self.bias):
+            nn.init.zeros_(bias)
+
+    def propagate(self, t: Tensor, block: Block) -> Tensor:
+        shape = (-1, self.heads, self.head_channels)
+        h_src = (self.part(t, "lin") + self.bias_src).reshape(shape)
+        h_dst = (self.part(t, "dst")[: block.num_dst] + self.bias_dst).reshape(shape)
+        src, dst = block.attention_edges()
+        score = (F.leaky_relu(h_src[src] + h_dst[dst], self.negative_slope) * self.att).sum(-1)
+        alpha = softmax(score, dst, num_nodes=block.num_dst)
+        out = torch.zeros(
+            block.num_dst, self.heads, self.head_channels, device=t.device, dtype=t.dtype
+        )
+        out = out.index_add(0, dst, h_src[src] * alpha.unsqueeze(-1))
+        out = out.reshape(block.num_dst, -1) if self.concat else out.mean(dim=1)
+        return out + self.bias + self._residual(t, block)
+
+
 def permute_rows(t: Tensor, perm: Tensor) -> Tensor:
     """``t[perm]`` for a permutation ``perm``, whose backward gathers by the inverse
     permutation instead of autograd's scatter-add (which sorts the indices)."""

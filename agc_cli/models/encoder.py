@@ -28,10 +28,18 @@ from torch.autograd.profiler import record_function
 
 from agc_cli.errors import UsageError
 from agc_cli.models.batch import Block, Features, GraphBatch
-from agc_cli.models.convs import GATConv, GCNConv, GINConv, SAGEConv, TransformPropagateConv
+from agc_cli.models.convs import (
+    GATConv,
+    GATv2Conv,
+    GCNConv,
+    GINConv,
+    SAGEConv,
+    TransformPropagateConv,
+)
 from agc_cli.models.sparse import SparseMatrix
 
-GNN_TYPES = ("gcn", "sage", "gat", "gin")
+GNN_TYPES = ("gcn", "sage", "gat", "gatv2", "gin")
+ATTENTION = ("gat", "gatv2")  # the types with heads
 ACTIVATIONS = ("relu", "prelu", "elu", "gelu", "leaky_relu", "tanh", "identity")
 NORMS = ("none", "batch", "layer")
 JK_MODES = ("none", "last", "cat", "max")
@@ -93,7 +101,7 @@ class Encoder(nn.Module):
         in_channels: input feature width.
         hidden_channels: output width of every layer.
         num_layers: number of message-passing layers.
-        gnn_type: ``gcn``, ``sage``, ``gat`` or ``gin``.
+        gnn_type: ``gcn``, ``sage``, ``gat``, ``gatv2`` or ``gin``.
         heads: GAT attention heads.
         concat: GAT: concatenate the heads (each ``hidden_channels / heads`` wide) or average
             them (each ``hidden_channels`` wide); default concatenate.
@@ -259,7 +267,7 @@ def _check_options(
         raise UsageError(f"jk: unknown {jk!r}; choose one of {', '.join(JK_MODES)}")
     if heads < 1:
         raise UsageError(f"heads: must be at least 1 (got {heads})")
-    if gnn_type != "gat":
+    if gnn_type not in ATTENTION:
         if heads != 1:
             raise UsageError(f"heads: only applies to gnn_type gat (gnn_type is {gnn_type})")
         if concat is not None:
@@ -301,7 +309,8 @@ def _make_conv(
         return GINConv(in_channels, out_channels, act, residual=residual)
     concat = concat is not False
     head_channels = out_channels // heads if concat else out_channels
-    return GATConv(in_channels, head_channels, heads=heads, concat=concat, residual=residual)
+    conv = GATv2Conv if gnn_type == "gatv2" else GATConv
+    return conv(in_channels, head_channels, heads=heads, concat=concat, residual=residual)
 
 
 def _make_norm(norm: str, channels: int) -> nn.Module:

@@ -55,6 +55,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "epochs": 300,
         }
     },
+    # PyAGC's benchmark/MinCut/train.conf.yaml (selu there; agc's encoders offer elu).
+    "mincut": {
+        "default": {
+            "gnn_type": "gcn",
+            "hidden_channels": 128,
+            "num_layers": 2,
+            "activation": "elu",
+            "dropout": 0.5,
+            "lr": 1e-3,
+            "weight_decay": 1e-5,
+            "epochs": 1000,
+            "patience": 50,
+            "lambd": 1.0,
+        },
+        "Photo": {"hidden_channels": 64, "norm": "batch"},
+        "Physics": {"hidden_channels": 32},
+    },
     "magi": {
         "default": {
             "gnn_type": "gcn",

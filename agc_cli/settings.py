@@ -127,7 +127,10 @@ class Settings(BaseSettings):
     tau: float = Field(
         0.5, gt=0.0, description="MAGI: contrastive temperature; NS4GC: sparsity-term temperature"
     )
-    lambd: float = Field(1.0, ge=0.0, description="NS4GC: weight of the neighbour term")
+    lambd: float = Field(
+        1.0, ge=0.0,
+        description="NS4GC: weight of the neighbour term; MinCut: of the orthogonality term",
+    )  # fmt: skip
     threshold: float = Field(
         0.6, ge=-1.0, le=1.0, description="NS4GC: similarity threshold s of the sparsity term"
     )

@@ -13,7 +13,19 @@ from agc_cli.models.dgi import DGI
 from agc_cli.models.dmon import DMoN
 from agc_cli.settings import Settings
 
-METHODS = ["dgi", "gae", "ccassg", "dmon", "magi", "daegc", "ns4gc", "dinknet", "gbt", "vgae"]
+METHODS = [
+    "dgi",
+    "gae",
+    "ccassg",
+    "dmon",
+    "magi",
+    "daegc",
+    "ns4gc",
+    "dinknet",
+    "gbt",
+    "vgae",
+    "mincut",
+]
 
 
 def _settings(**values) -> Settings:

@@ -22,6 +22,7 @@ from agc_cli.settings import Settings
 GNN_TYPES = ["gcn", "sage", "gat", "gatv2", "gin"]
 METHODS = [
     "dgi", "gae", "ccassg", "dmon", "magi", "daegc", "ns4gc", "dinknet", "gbt", "vgae",
+    "mincut",
 ]  # fmt: skip
 
 

@@ -27,7 +27,7 @@ OUTPUT = "Output"
 # The registry's method names (agc_cli.models.registry.MODELS, in its order), kept here so that
 # `--help` and the check of --model need no torch; tests/test_discover.py keeps them equal.
 MODEL_NAMES = ("dgi", "gae", "ccassg", "dmon", "magi", "daegc", "sgc", "ssgc", "s2cag",
-               "ms2cag", "ns4gc", "dinknet", "gbt", "vgae", "kmeans")  # fmt: skip
+               "ms2cag", "ns4gc", "dinknet", "gbt", "vgae", "kmeans", "mincut")  # fmt: skip
 
 _PRESET_KEYS = {key for method in PRESETS.values() for entry in method.values() for key in entry}
 

@@ -12,6 +12,7 @@ from agc_cli.models.dmon import DMoN
 from agc_cli.models.gae import GAE
 from agc_cli.models.gbt import GraphBarlowTwins
 from agc_cli.models.magi import MAGI
+from agc_cli.models.mincut import MinCut
 from agc_cli.models.ns4gc import NS4GC
 from agc_cli.models.propagation import SGC, SSGC
 from agc_cli.models.raw_features import KMeansBaseline
@@ -36,6 +37,7 @@ MODELS: dict[str, type[ClusteringModel]] = {
         GraphBarlowTwins,
         VGAE,
         KMeansBaseline,
+        MinCut,
     )
 }
 

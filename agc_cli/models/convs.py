@@ -204,12 +204,7 @@ class GATConv(TransformPropagateConv):
         alpha_dst = (h[: block.num_dst] * self.att_dst).sum(-1)
         src, dst = block.attention_edges()
         score = F.leaky_relu(alpha_src[src] + alpha_dst[dst], self.negative_slope)
-        alpha = softmax(score, dst, num_nodes=block.num_dst)
-        out = torch.zeros(
-            block.num_dst, self.heads, self.head_channels, device=h.device, dtype=h.dtype
-        )
-        out = out.index_add(0, dst, h[src] * alpha.unsqueeze(-1))
-        out = out.reshape(block.num_dst, -1) if self.concat else out.mean(dim=1)
+        out = _attention_sum(h, score, src, dst, block.num_dst, self.concat)
         return out + self.bias + self._residual(t, block)
 
 
@@ -258,13 +253,19 @@ class GATv2Conv(TransformPropagateConv):
         h_dst = (self.part(t, "dst")[: block.num_dst] + self.bias_dst).reshape(shape)
         src, dst = block.attention_edges()
         score = (F.leaky_relu(h_src[src] + h_dst[dst], self.negative_slope) * self.att).sum(-1)
-        alpha = softmax(score, dst, num_nodes=block.num_dst)
-        out = torch.zeros(
-            block.num_dst, self.heads, self.head_channels, device=t.device, dtype=t.dtype
-        )
-        out = out.index_add(0, dst, h_src[src] * alpha.unsqueeze(-1))
-        out = out.reshape(block.num_dst, -1) if self.concat else out.mean(dim=1)
+        out = _attention_sum(h_src, score, src, dst, block.num_dst, self.concat)
         return out + self.bias + self._residual(t, block)
+
+
+def _attention_sum(
+    h_src: Tensor, score: Tensor, src: Tensor, dst: Tensor, num_dst: int, concat: bool
+) -> Tensor:
+    """``sum_j softmax_j(score_ij) h_j`` per destination and head (``[E, heads]`` scores over
+    ``[num_src, heads, channels]`` sources), heads concatenated or averaged."""
+    alpha = softmax(score, dst, num_nodes=num_dst)
+    out = h_src.new_zeros(num_dst, *h_src.shape[1:])
+    out = out.index_add(0, dst, h_src[src] * alpha.unsqueeze(-1))
+    return out.reshape(num_dst, -1) if concat else out.mean(dim=1)
 
 
 def permute_rows(t: Tensor, perm: Tensor) -> Tensor:

@@ -177,8 +177,16 @@ class Settings(BaseSettings):
 
     # clustering
     runs: int = Field(5, ge=1, description="independent k-means runs")
+    n_init: int = Field(
+        10, ge=1, description="k-means++ restarts within each run; the lowest inertia is kept"
+    )
     normalize_embeddings: bool = False
     kmeans_backend: Literal["auto", "sklearn", "torch", "minibatch"] = "auto"
+    cluster_out_of_core: bool | None = Field(
+        None,
+        description="k-means fitted on a sample of an .npy's rows, then one streamed pass over "
+        "every node (None: when the .npy exceeds a quarter of the available memory)",
+    )
 
     # checkpoints and output
     save_every: int = Field(1, ge=0, description="checkpoint every N epochs (0 = off)")

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from agc_cli.cli.app import app
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-COMMANDS = ["", "stats", "train", "infer", "cluster", "run", "resume", "profile", "convert",
-            "models", "datasets"]  # fmt: skip
+COMMANDS = ["", "stats", "train", "infer", "cluster", "run", "resume", "bench", "profile",
+            "convert", "models", "datasets"]  # fmt: skip
 
 
 def help_text(command: str) -> str:

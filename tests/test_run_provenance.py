@@ -52,7 +52,10 @@ def test_cluster_after_run_accepts_its_embeddings_until_weights_change(capsys, t
                 "--run-dir", run, "--runs", "1")  # fmt: skip
     assert r.code == 0, r.err
     assert run_agc(capsys, "cluster", run, "--runs", "1").code == 0
-    (tmp_path / "run" / "model.pt").write_bytes(b"other weights")
+    # agc run embeds with the weights agc infer would use (best.pt: the lowest loss).
+    state = torch.load(tmp_path / "run" / "embeddings.pt", weights_only=True)
+    assert state["weights"]["file"] == "checkpoints/best.pt"
+    (tmp_path / "run" / "checkpoints" / "best.pt").write_bytes(b"other weights")
     assert run_agc(capsys, "cluster", run, "--runs", "1").code == 4
 
 

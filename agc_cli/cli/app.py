@@ -10,6 +10,7 @@ import typer
 
 from agc_cli import __version__
 from agc_cli.cli import (
+    bench,
     cluster,
     convert,
     discover,
@@ -21,6 +22,7 @@ from agc_cli.cli import (
     stats,
     train,
 )
+from agc_cli.cli.options import gather_multi_values
 from agc_cli.cli.render import err_console
 from agc_cli.errors import AgcError, SettingsError, UsageError
 
@@ -39,6 +41,7 @@ app.command("infer")(infer.infer)
 app.command("cluster")(cluster.cluster)
 app.command("run")(run.run)
 app.command("resume")(resume.resume)
+app.command("bench")(bench.bench)
 app.command("profile")(profile.profile)
 app.command("convert")(convert.convert)
 app.command("models")(discover.models)
@@ -101,8 +104,10 @@ def _run() -> None:
     rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
     prefix = "error: " if rank == "0" else f"[rank {rank}] error: "
     try:
-        refuse_contradictory_flags(sys.argv[1:])
-        code = app(standalone_mode=False)  # a command's typer.Exit(code) comes back as code
+        argv = gather_multi_values(sys.argv[1:])
+        refuse_contradictory_flags(argv)
+        # A command's typer.Exit(code) comes back as code.
+        code = app(args=argv, standalone_mode=False)
     except SettingsError as exc:
         for line in exc.lines():
             err_console.print(f"{prefix}{line}", markup=False, highlight=False)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from agc_cli.data.graph import Graph
     from agc_cli.engine.rundir import RunDir
+    from agc_cli.settings import Settings
 
 
 def cluster(
@@ -32,6 +33,8 @@ def cluster(
     ] = None,
     n_clusters: o.NClusters = None,
     runs: o.Runs = None,
+    n_init: o.NInit = None,
+    cluster_out_of_core: o.OutOfCore = None,
     normalize: Annotated[
         bool | None,
         typer.Option("--normalize/--no-normalize", help="L2-normalise embeddings first."),
@@ -90,8 +93,15 @@ def cluster(
         emb_path = embeddings
         out_dir = output_dir or embeddings.parent
     render.settings_detail(settings)
+    streamed = out_of_core(emb_path, settings.cluster_out_of_core)
+    if streamed and plot is not None:
+        raise UsageError("--plot: not with --out-of-core (it would sample the file); "
+                         "plot a subset clustered in memory instead")  # fmt: skip
     plot = plot_path(plot) if plot is not None else None
     make_dir(out_dir, "--output-dir: cannot create the output directory")
+    if streamed:
+        render.emit(cluster_streamed_file(emb_path, out_dir, tag, settings, structure), show)
+        return
     emb, ids, provenance = read_embeddings(emb_path)
     if run_dir is not None:
         run.check_fresh(emb_path, provenance)  # never score embeddings of older weights
@@ -127,6 +137,71 @@ def show(report: ClusterReport) -> None:
                for k in report.metrics["mean"]}  # fmt: skip
     render.line(f"Final: {common.format_summary(summary)}")
     render.line(f"Clusters: {report.clusters_file}; metrics: {report.metrics_file}")
+
+
+def out_of_core(path: Path, wanted: bool | None) -> bool:
+    """Whether to cluster ``path`` out of core: as the user said (``--out-of-core`` needs an
+    .npy), else for an .npy larger than a quarter of the available memory."""
+    if wanted is None:
+        from agc_cli.engine.streamed_clustering import out_of_core_default
+
+        return out_of_core_default(path)
+    if wanted and path.suffix != ".npy":
+        raise UsageError(
+            f"--out-of-core: reads an .npy matrix, {path.name} is not one (write one with "
+            "`agc infer --format npy`, then pass --embeddings embeddings.npy)"
+        )
+    return wanted
+
+
+def cluster_streamed_file(
+    emb_path: Path, out_dir: Path, tag: str, settings: Settings, structure: bool
+) -> ClusterReport:
+    """k-means on a sample, one streamed assignment pass and streamed metrics per run; writes
+    ``clusters<tag>.npy`` (int32, the cluster of node ``i`` at ``i``) and ``metrics<tag>.json``."""
+    from agc_cli.cli.progress import byte_progress
+    from agc_cli.data.sources import load_graph
+    from agc_cli.engine.clustering import ClusterRun
+    from agc_cli.engine.runtime import configure_threads, resolve_device
+    from agc_cli.engine.streamed_clustering import cluster_streamed, open_embeddings
+    from agc_cli.utils.io import atomic_write_json
+
+    graph = load_graph(
+        settings.dataset, settings.root, settings.cache_dir, settings.labeled_only,
+        settings.storage,
+    )  # fmt: skip
+    emb = open_embeddings(emb_path, graph.num_nodes)
+    render.note(f"clustering {graph.num_nodes:,} × {emb.shape[1]} embeddings out of core "
+                f"({emb_path})")  # fmt: skip
+    configure_threads()
+
+    def report(i: int, run: ClusterRun) -> None:
+        render.note(f"Run {i + 1}/{settings.runs}: {common.format_metrics(run.metrics)} "
+                    f"[{run.seconds:.2f}s]")  # fmt: skip
+
+    clusters_file = out_dir / f"clusters{tag}.npy"
+    result = cluster_streamed(
+        emb, graph, clusters_file, n_clusters=settings.n_clusters, runs=settings.runs,
+        seed=settings.seed, normalize=settings.normalize_embeddings, n_init=settings.n_init,
+        backend=settings.kmeans_backend, device=resolve_device(settings.device),
+        structure=structure, report=report, stage=byte_progress,
+    )  # fmt: skip
+    metrics = {
+        "n_clusters": result.n_clusters,
+        "runs": [
+            {"seed": r.seed, "inertia": r.inertia, "seconds": r.seconds, "backend": r.backend,
+             **r.metrics}
+            for r in result.runs
+        ],
+        "mean": {k: v[0] for k, v in result.summary.items()},
+        "std": {k: v[1] for k, v in result.summary.items()},
+        "normalize_embeddings": settings.normalize_embeddings,
+        "out_of_core": {"sample_rows": result.sample_rows},
+    }  # fmt: skip
+    metrics_file = out_dir / f"metrics{tag}.json"
+    atomic_write_json(metrics_file, metrics)
+    return ClusterReport(metrics, graph.num_nodes, graph.num_nodes, emb_path, clusters_file,
+                         metrics_file)  # fmt: skip
 
 
 def run_embeddings(run: RunDir, name: Path | None) -> Path:

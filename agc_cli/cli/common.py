@@ -140,8 +140,9 @@ def check_dataset(name: str) -> None:
 # ----- train ----------------------------------------------------------------------------------
 
 
-def start_session(settings: Settings) -> tuple[Session, RunDir | None]:
-    """Load data and build the model (reporting what was decided), then create the run dir.
+def start_session(settings: Settings, graph: Graph | None = None) -> tuple[Session, RunDir | None]:
+    """Load data (unless ``graph`` is given) and build the model (reporting what was decided),
+    then create the run dir.
 
     In a data-parallel run, rank 0 alone creates the run directory and talks; the other ranks
     get ``None`` (and fail with rank 0's error if it could not create one).
@@ -150,8 +151,9 @@ def start_session(settings: Settings) -> tuple[Session, RunDir | None]:
     from agc_cli.engine.rundir import RunDir
     from agc_cli.engine.session import open_session
 
-    render.note(f"loading {settings.dataset} ...")
-    session = open_session(settings)
+    if graph is None:
+        render.note(f"loading {settings.dataset} ...")
+    session = open_session(settings, graph)
     for applied in session.planned:
         value = "mini-batch" if applied.value is True else applied.value
         value = "full-batch" if applied.value is False else value
@@ -352,7 +354,7 @@ def cluster_and_report(
 
     return cluster_embeddings(
         emb, graph, node_ids=ids, n_clusters=settings.n_clusters, runs=settings.runs,
-        seed=settings.seed, normalize=settings.normalize_embeddings,
+        seed=settings.seed, normalize=settings.normalize_embeddings, n_init=settings.n_init,
         backend=settings.kmeans_backend, device=dev, structure=structure, report=report,
     )  # fmt: skip
 

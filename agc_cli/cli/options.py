@@ -27,7 +27,8 @@ OUTPUT = "Output"
 # The registry's method names (agc_cli.models.registry.MODELS, in its order), kept here so that
 # `--help` and the check of --model need no torch; tests/test_discover.py keeps them equal.
 MODEL_NAMES = ("dgi", "gae", "ccassg", "dmon", "magi", "daegc", "sgc", "ssgc", "s2cag",
-               "ms2cag", "ns4gc", "dinknet", "gbt", "vgae", "kmeans", "mincut")  # fmt: skip
+               "ms2cag", "ns4gc", "dinknet", "gbt", "vgae", "kmeans", "mincut", "s3gc", "arga",
+               "argva")  # fmt: skip
 
 _PRESET_KEYS = {key for method in PRESETS.values() for entry in method.values() for key in entry}
 
@@ -104,6 +105,18 @@ Runs = Annotated[
     int | None,
     _opt("--runs", setting="runs", help="Independent k-means runs.", panel=CLUSTER),
 ]
+NInit = Annotated[
+    int | None,
+    _opt("--n-init", setting="n_init", panel=CLUSTER,
+         help="k-means++ restarts within each run; the lowest inertia is kept."),
+]  # fmt: skip
+OutOfCore = Annotated[
+    bool | None,
+    _opt("--out-of-core/--in-memory", panel=CLUSTER,
+         help="Fit k-means on a sample of an .npy's rows, then assign every node in one "
+              "streamed pass (labels to clusters.npy). Default: when the .npy exceeds a "
+              "quarter of the available memory."),
+]  # fmt: skip
 MiniBatch = Annotated[
     bool | None,
     _opt("--mini-batch/--full-batch", panel=TRAIN,
@@ -228,6 +241,106 @@ Verbose = Annotated[
     typer.Option("--verbose", "-v", help="More detail on stderr (e.g. every resolved setting).",
                  rich_help_panel=OUTPUT),
 ]  # fmt: skip
+
+# Training seeds (agc run, agc bench): not a setting — each seed's run has its own `seed`.
+BENCH = "Benchmark"
+Seeds = Annotated[
+    str | None,
+    typer.Option("--seeds", metavar="N | S S ...",
+                 help="Train one model per training seed and report mean ± std over them: a "
+                      "count (5 = seeds 0..4) or the seeds themselves (--seeds 0 1 2, or "
+                      "0,1,2).", rich_help_panel=BENCH),
+]  # fmt: skip
+Models = Annotated[
+    str,
+    typer.Option("--models", metavar="A,B,...",
+                 help=f"Methods of the grid, comma-separated ({', '.join(MODEL_NAMES)}).",
+                 rich_help_panel=BENCH),
+]  # fmt: skip
+Datasets = Annotated[
+    str,
+    typer.Option("--datasets", metavar="X,Y,...",
+                 help="Datasets of the grid, comma-separated (catalog names, synthetic "
+                      "presets, stores or graph paths).", rich_help_panel=BENCH),
+]  # fmt: skip
+Reference = Annotated[
+    Path | None,
+    typer.Option("--reference", metavar="FILE",
+                 help="Published numbers to compare with: markdown tables like REFERENCE.md "
+                      "(### Dataset, | Method | NMI | ...) or a CSV of method,dataset,metric,"
+                      "value (×100).", rich_help_panel=BENCH),
+]  # fmt: skip
+Tolerance = Annotated[
+    float,
+    typer.Option("--tolerance", min=0.0, show_default=True,
+                 help="A cell passes (✓) when its mean is ≥ the reference − this (points ×100).",
+                 rich_help_panel=BENCH),
+]  # fmt: skip
+Metric = Annotated[
+    str,
+    typer.Option("--metric", show_default=True,
+                 help="The metric compared with the reference: nmi, ari, acc, f1, "
+                      "modularity or conductance (lower is better).", rich_help_panel=BENCH),
+]  # fmt: skip
+BenchOut = Annotated[
+    Path,
+    typer.Option("--out", "-o", show_default=True,
+                 help="The grid's folder: one run per cell, results.jsonl, results.csv and "
+                      "table.md. Rerunning with the same folder continues the grid.",
+                 rich_help_panel=BENCH),
+]  # fmt: skip
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: ``"5"`` → 0..4; ``"0,1,2"`` / ``"0 1 2"`` → those (distinct, ≥ 0).
+
+    Raises:
+        UsageError: not integers, negative, repeated, or a count below 1.
+    """
+    from agc_cli.errors import UsageError
+
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"seeds: expected a count or integers, got {text!r}") from None
+    if not values:
+        raise UsageError("seeds: expected a count or integers, got nothing")
+    if len(values) == 1:
+        if values[0] < 1:
+            raise UsageError(f"seeds: a count must be >= 1, got {values[0]}")
+        return list(range(values[0]))
+    if min(values) < 0:
+        raise UsageError(f"seeds: training seeds must be >= 0, got {min(values)}")
+    if len(set(values)) != len(values):
+        raise UsageError(f"seeds: each seed once, got {text!r}")
+    return values
+
+
+MULTI_VALUE = ("--seeds",)
+
+
+def gather_multi_values(argv: list[str]) -> list[str]:
+    """``--seeds 0 1 2`` → ``--seeds 0,1,2`` (click options take one value each): the integers
+    that follow a multi-value flag, up to the next option or a non-integer."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        out.append(arg)
+        i += 1
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        if arg in MULTI_VALUE:
+            values = []
+            while i < len(argv) and argv[i].isdigit():
+                values.append(argv[i])
+                i += 1
+            if values:
+                out.append(",".join(values))
+    return out
+
 
 # Flag names that differ from the setting they set.
 RENAMED = {"normalize": "normalize_embeddings", "backend": "kmeans_backend"}

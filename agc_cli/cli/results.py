@@ -101,6 +101,42 @@ class RunReport:
 
 
 @dataclass
+class SeedsReport:
+    """``agc run --seeds``: one run per training seed (``RUN/seed-<s>/``) and mean ± std over
+    the seeds of every metric and time (std: numpy's, ddof 0)."""
+
+    run_dir: Path
+    seeds: list[dict[str, Any]]  # one record per seed: seed, run_dir, metrics, times, memory
+    mean: dict[str, float]
+    std: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class BenchReport:
+    """``agc bench``: the grid's folder, its files, one row per (model, dataset) and what ran,
+    was read back or was skipped in this invocation."""
+
+    out: Path
+    rows: list[Any]  # engine.bench.Row
+    cells: int
+    ran: int
+    reused: int
+    skipped: dict[str, str]  # cell key → reason
+    files: dict[str, Path]
+    metric: str
+    tolerance: float | None  # None without a reference
+    seconds: float
+    table: str = ""  # the markdown table (text output only; table.md holds it too)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"out": self.out, "rows": [r.to_json() for r in self.rows], "cells": self.cells,
+                "ran": self.ran, "reused": self.reused, "skipped": self.skipped,
+                "files": self.files, "metric": self.metric, "tolerance": self.tolerance,
+                "seconds": self.seconds}  # fmt: skip
+
+
+@dataclass
 class StatsReport:
     """``agc stats``: what the graph is, what each mode needs and what to run it with."""
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
-from agc_cli.cli import common, render
+from agc_cli.cli import common, jobs, render
 from agc_cli.cli import options as o
-from agc_cli.cli.results import Peak, RunReport, Stage
+from agc_cli.cli.results import RunReport, SeedsReport
+from agc_cli.errors import UsageError
 
 
 def run(
@@ -39,59 +38,36 @@ def run(
     infer_batch_size: o.InferBatchSize = None,
     infer_fan_out: o.InferFanOut = None,
     runs: o.Runs = None,
+    n_init: o.NInit = None,
+    seeds: o.Seeds = None,
     dry_run: o.DryRun = False,
     json_out: o.Json = False,
     quiet: o.Quiet = False,
     verbose: o.Verbose = False,
 ) -> None:
-    """Train → infer → cluster in one go (default dataset: sbm-small), with a summary table."""
+    """Train → infer → cluster in one go (default dataset: sbm-small), with a summary table.
+
+    With --seeds, one model per training seed in RUN/seed-<s>/ (the graph loaded once),
+    and mean ± std over the seeds of every metric and time (PyAGC's protocol).
+    """
     render.configure(json_out, quiet, verbose)
-    from agc_cli.engine.rundir import MODEL_FILE
     from agc_cli.settings import load_settings
 
     flags = o.settings_flags(locals())
     settings = load_settings(flags, config)
+    chosen = None if seeds is None else o.parse_seeds(seeds)
+    if chosen is not None and seed is not None:
+        raise UsageError("seeds: --seed and --seeds contradict each other; give one of them")
     common.validate_static(settings)
     if dry_run:
         render.emit(common.dry_run(settings, flags, config), common.show_dry_run)
         return
-    t0 = time.perf_counter()
-    session, run_dir = common.start_session(settings)
-    stages = [Stage("load + setup", time.perf_counter() - t0, None, session.graph.name)]
-    train = None
-    if getattr(session.model, "trainable", True):
-        train = common.run_training(session, run_dir)
-        for text in common.train_lines(train):
-            render.note(text)
-        stages.append(Stage("train", train.seconds, train.peak,
-                            f"loss {train.loss:.4f} after {train.epochs} epochs"))  # fmt: skip
-    else:
-        run_dir.release()  # nothing trains: infer and cluster write without the run's lock
-        render.note(f"{session.settings.model}: no training needed (non-parametric)")
-    inference = common.embed(session.model, session.graph, session.settings, None)
-    # The in-memory model is the final one, model.pt (agc infer would pick best.pt if present).
-    final = run_dir.path / MODEL_FILE if train is not None else None
-    weights = run_dir.weights_provenance(final, explicit=final is not None)
-    infer = common.write_embeddings(
-        run_dir.path, inference, session.graph, session.settings, weights=weights
-    )
-    render.note(common.infer_line(infer))
-    stages.append(Stage("infer", infer.seconds, infer.peak, infer.mode))
-    from agc_cli.engine.memory import MemoryMonitor
-
-    t1 = time.perf_counter()
-    with MemoryMonitor() as mon:
-        clustering = common.cluster_and_report(
-            inference.embeddings, inference.node_ids, session.graph, session.settings
-        )
-    metrics, _, _ = common.write_cluster_outputs(
-        run_dir.path, clustering, inference.node_ids, session.settings
-    )
-    stages.append(Stage("cluster", time.perf_counter() - t1, Peak.of(mon.peak),
-                        common.format_summary(clustering.summary)))  # fmt: skip
-    total = time.perf_counter() - t0
-    stages.append(Stage("total", total, None, str(run_dir.path)))
-    render.emit(RunReport(run_dir.path, stages, metrics, train, infer, total), show)
+    if chosen is not None:
+        folder = jobs.seeds_folder(settings)
+        render.emit(jobs.run_seeds(settings, chosen, folder), show_seeds)
+        return
+    report, _ = jobs.run_job(settings)
+    render.emit(report, show)
 
 
 def show(report: RunReport) -> None:
@@ -101,3 +77,20 @@ def show(report: RunReport) -> None:
         for s in report.stages
     ]  # fmt: skip
     render.table("agc run summary", ["stage", "time", "peak memory", "result"], rows)
+
+
+def show_seeds(report: SeedsReport) -> None:
+    shown = [k for k in common.SHOWN if k in report.mean]
+    rows = [
+        [str(r["seed"]), *(f"{100 * r['metrics'][k]:.2f}" for k in shown),
+         f"{r['train_seconds']:.1f} s", f"{r['total_seconds']:.1f} s", str(r["run_dir"])]
+        for r in report.seeds
+    ]  # fmt: skip
+    rows.append([
+        "mean ± std", *(f"{100 * report.mean[k]:.2f}±{100 * report.std[k]:.2f}" for k in shown),
+        f"{report.mean['train_seconds']:.1f}±{report.std['train_seconds']:.1f} s",
+        f"{report.mean['total_seconds']:.1f}±{report.std['total_seconds']:.1f} s",
+        str(report.run_dir),
+    ])  # fmt: skip
+    render.table(f"agc run over {len(report.seeds)} training seeds",
+                 ["seed", *(k.upper() for k in shown), "train", "total", "run"], rows)  # fmt: skip

@@ -1,6 +1,6 @@
 """Clustering of node embeddings (k-means backends) and clustering quality metrics."""
 
-from agc_cli.cluster.kmeans import BACKENDS, KMeansResult, choose_backend, kmeans
+from agc_cli.cluster.kmeans import BACKENDS, KMeansResult, choose_backend, kmeans, kmeans_runs
 from agc_cli.cluster.metrics import (
     cluster_accuracy,
     evaluate,
@@ -16,6 +16,7 @@ __all__ = [
     "cluster_accuracy",
     "evaluate",
     "kmeans",
+    "kmeans_runs",
     "label_metrics",
     "matched_macro_f1",
     "structure_metrics",

@@ -1,14 +1,18 @@
 """k-means on node embeddings: scikit-learn, full-batch torch and mini-batch torch backends.
 
-The torch backends run on any device and keep distance blocks at ``chunk_size x k``, so memory
-beyond the embeddings themselves stays O(chunk x k + N). The mini-batch backend reads the
-embeddings block by block, so they may be a memory-mapped ``.npy`` larger than RAM.
+The torch backend runs all restarts (and, through :func:`kmeans_runs`, several runs) together:
+their ``R`` sets of ``k`` centres form one ``[R * k, D]`` matrix, so one matmul per block of
+rows gives every restart's distances, at every k-means++ step and Lloyd iteration. Beyond a
+centred copy of the embeddings it keeps distance blocks of about :data:`_BLOCK_ELEMENTS` and
+``N x R`` labels, ``R`` bounded so that these stay near the same size. The mini-batch backend
+reads the embeddings block by block, so they may be a memory-mapped ``.npy`` larger than RAM.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -20,14 +24,24 @@ from torch import Tensor
 from agc_cli.errors import DataError, UsageError
 
 BACKENDS = ("auto", "sklearn", "torch", "minibatch")
-# On CPU scikit-learn's fused Cython Lloyd is as fast as the torch backend (bench_kmeans.py), but
-# every iteration of every one of n_init runs is a full pass: beyond this size mini-batch wins.
-SKLEARN_MAX_NODES = 1_000_000
+# On CPU the batched torch backend is faster than scikit-learn's Lloyd (bench_kmeans.py on 2
+# cores other jobs kept busy; DGI embeddings of Cora, 2,708 x 512, k = 7, 10 restarts: 0.47 s
+# of CPU against 0.84 s with 1 thread, 3.7 s against 6.9 s with 2; 9,600 x 256 blobs, k = 10:
+# 1.8 s against 8.5 s, and 3.4 s against 21.8 s next to 2 busy processes), but every iteration
+# of every restart is a full pass: beyond this size mini-batch wins.
+TORCH_CPU_MAX_NODES = 1_000_000
 # On an accelerator full passes are cheap; from here on the embeddings may not fit in device
 # memory, and mini-batch reads them block by block.
 MINIBATCH_MIN_NODES = 10_000_000
-# Elements in one distance or feature block (64 MiB of float32).
+# Elements in one distance or feature block (64 MiB of float32), and in the per-row, per-restart
+# state of the torch backend (labels and distances), which bounds the restarts run together.
 _BLOCK_ELEMENTS = 1 << 24
+# Moved rows are added into the cluster sums one by one while they are fewer than the distance
+# matmul's columns times rows over this (a scattered row costs about as much as this many
+# multiply-adds of the matmul).
+_SPARSE_GAIN = 16
+# Restarts whose inertias differ by less than this (relative) are taken to be the same minimum.
+_SAME_MINIMUM = 1e-6
 # The mini-batch backend seeds on a random sample of this many rows per cluster (at least).
 _SAMPLE_ROWS_PER_CLUSTER = 256
 # Mini-batches drawn from one contiguous block of rows read at once.
@@ -43,7 +57,8 @@ class KMeansResult:
         centroids: float32 ``[k, D]``, in the (normalised, if asked) embedding space.
         inertia: sum of squared distances of the rows to their centroids.
         backend: the backend that ran (never ``"auto"``).
-        n_iter: Lloyd iterations of the best run (epochs for ``"minibatch"``).
+        n_iter: Lloyd iterations of the best restart (epochs for ``"minibatch"``).
+        seconds: time spent on this run; runs batched together share their time equally.
     """
 
     labels: Tensor
@@ -51,6 +66,7 @@ class KMeansResult:
     inertia: float
     backend: str
     n_iter: int
+    seconds: float = 0.0
 
 
 class _Fit(NamedTuple):
@@ -63,11 +79,11 @@ class _Fit(NamedTuple):
 def choose_backend(num_nodes: int, device: torch.device | str = "cpu") -> str:
     """The backend ``backend="auto"`` runs for ``num_nodes`` rows on ``device``.
 
-    CPU: ``"sklearn"`` up to :data:`SKLEARN_MAX_NODES` rows, then ``"minibatch"``. Accelerators:
+    CPU: ``"torch"`` up to :data:`TORCH_CPU_MAX_NODES` rows, then ``"minibatch"``. Accelerators:
     ``"torch"`` below :data:`MINIBATCH_MIN_NODES` rows, then ``"minibatch"``.
     """
     if torch.device(device).type == "cpu":
-        return "sklearn" if num_nodes <= SKLEARN_MAX_NODES else "minibatch"
+        return "torch" if num_nodes <= TORCH_CPU_MAX_NODES else "minibatch"
     return "torch" if num_nodes < MINIBATCH_MIN_NODES else "minibatch"
 
 
@@ -94,10 +110,12 @@ def kmeans(
             ``"minibatch"`` and loaded whole by the other backends).
         n_clusters: number of clusters ``k``, at most ``N``.
         seed: random seed of the seeding and of the mini-batch order.
-        n_init: seedings tried; the run with the lowest inertia wins.
-        max_iter: Lloyd iterations per run (passes over the data for ``"minibatch"``).
-        tol: stop once the squared centroid shift is below ``tol`` times the mean feature
-            variance (scikit-learn's rule).
+        n_init: seedings tried; the restart with the lowest inertia wins. The torch backend
+            runs them together, one matmul per block serving every restart.
+        max_iter: Lloyd iterations per restart (passes over the data for ``"minibatch"``).
+        tol: a restart stops once the squared centroid shift is below ``tol`` times the mean
+            feature variance (scikit-learn's rule), or (torch backend) once its inertia fell
+            by less than ``tol`` relative, or no label changed.
         backend: ``"auto"`` (see :func:`choose_backend`), ``"sklearn"``, ``"torch"`` or
             ``"minibatch"``.
         normalize: L2-normalise every row first.
@@ -111,6 +129,45 @@ def kmeans(
     Raises:
         UsageError: bad ``n_clusters``, ``n_init``, ``max_iter``, ``backend`` or sizes.
         DataError: embeddings that are not 2-D or hold NaN or infinite values.
+    """
+    return next(
+        kmeans_runs(
+            embeddings,
+            n_clusters,
+            seeds=[seed],
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            backend=backend,
+            normalize=normalize,
+            device=device,
+            chunk_size=chunk_size,
+            batch_size=batch_size,
+        )
+    )
+
+
+def kmeans_runs(
+    embeddings: Tensor | np.ndarray,
+    n_clusters: int,
+    *,
+    seeds: Sequence[int],
+    n_init: int = 10,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    backend: str = "auto",
+    normalize: bool = False,
+    device: torch.device | str | None = None,
+    chunk_size: int | None = None,
+    batch_size: int = 32_768,
+) -> Iterator[KMeansResult]:
+    """Independent :func:`kmeans` runs, one per seed, yielded in the order of ``seeds``.
+
+    Each result is the one ``kmeans(..., seed=s)`` gives. The torch backend loads and centres
+    the embeddings once and runs the restarts of as many runs together as its per-row state
+    allows (:data:`_BLOCK_ELEMENTS` row-restarts): on small graphs all of them, in wider and so
+    faster matmuls; on large ones one run at a time, each yielded as it ends. The arguments are
+    those of :func:`kmeans` and are checked here, before the first result is asked for.
     """
     if embeddings.ndim != 2:
         raise DataError(f"embeddings must be 2-D [N, D], got shape {tuple(embeddings.shape)}")
@@ -133,31 +190,81 @@ def kmeans(
     device = torch.device(device)
     if backend == "auto":
         backend = choose_backend(num_rows, device)
-    chunk = chunk_size or max(256, _BLOCK_ELEMENTS // max(n_clusters, dim))
-
-    if backend == "sklearn":
-        x = _load(embeddings, torch.device("cpu"), normalize)
-        return _sklearn_kmeans(x, n_clusters, seed, n_init, max_iter, tol)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
+    fit = dict(n_init=n_init, max_iter=max_iter, tol=tol)
     if backend == "torch":
-        x = _load(embeddings, device, normalize)
-        fit = _best_of(x, n_clusters, gen, n_init, max_iter, tol * _mean_variance(x, chunk), chunk)
-    else:
-        fit = _minibatch_kmeans(
-            embeddings,
-            n_clusters,
-            gen=gen,
-            rng=np.random.default_rng(seed),
-            n_init=n_init,
-            max_iter=max_iter,
-            tol=tol,
-            normalize=normalize,
-            chunk=chunk,
-            batch_size=batch_size,
+        group = max(1, _BLOCK_ELEMENTS // (num_rows * n_init))
+        return _torch_runs(
+            embeddings, n_clusters, list(seeds), group, device, normalize, chunk_size, **fit
         )
+    if backend == "sklearn":
+        return _timed(
+            lambda seed: _sklearn_kmeans(embeddings, n_clusters, seed, normalize, **fit), seeds
+        )
+    chunk = chunk_size or _default_chunk(n_init, n_clusters, dim)
+    return _timed(
+        lambda seed: _result(
+            _minibatch_kmeans(
+                embeddings,
+                n_clusters,
+                seed=seed,
+                device=device,
+                normalize=normalize,
+                chunk=chunk,
+                batch_size=batch_size,
+                **fit,
+            ),
+            "minibatch",
+        ),
+        seeds,
+    )
+
+
+def _timed(run: Callable[[int], KMeansResult], seeds: Sequence[int]) -> Iterator[KMeansResult]:
+    for seed in seeds:
+        start = time.perf_counter()
+        result = run(seed)
+        result.seconds = time.perf_counter() - start
+        yield result
+
+
+def _default_chunk(restarts: int, k: int, dim: int) -> int:
+    """Rows per block: distances to every restart's centres (or seeding candidates) or the
+    features of the block, whichever is wider, near :data:`_BLOCK_ELEMENTS` elements."""
+    width = restarts * max(k, 2 + int(math.log(k)))
+    return max(256, _BLOCK_ELEMENTS // max(width, dim))
+
+
+def _torch_runs(
+    embeddings: Tensor | np.ndarray,
+    k: int,
+    seeds: list[int],
+    group: int,
+    device: torch.device,
+    normalize: bool,
+    chunk_size: int | None,
+    *,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+) -> Iterator[KMeansResult]:
+    """The torch backend's runs, ``group`` runs batched together at a time."""
+    start = time.perf_counter()
+    x = _load(embeddings, device, normalize)
+    chunk = chunk_size or _default_chunk(min(group, len(seeds)) * n_init, k, x.shape[1])
+    data = _Centred.of(x, chunk)
+    del x
+    for first in range(0, len(seeds), group):
+        batch = seeds[first : first + group]
+        results = [_result(fit, "torch") for fit in _best_of(data, k, batch, n_init, max_iter, tol)]
+        seconds, start = time.perf_counter() - start, time.perf_counter()
+        for result in results:
+            result.seconds = seconds / len(batch)
+            yield result
+
+
+def _result(fit: _Fit, backend: str) -> KMeansResult:
     return KMeansResult(
-        labels=fit.labels.cpu(),
+        labels=fit.labels.long().cpu(),
         centroids=fit.centers.float().cpu(),
         inertia=fit.inertia,
         backend=backend,
@@ -166,13 +273,26 @@ def kmeans(
 
 
 def _sklearn_kmeans(
-    x: Tensor, k: int, seed: int, n_init: int, max_iter: int, tol: float
+    embeddings: Tensor | np.ndarray,
+    k: int,
+    seed: int,
+    normalize: bool,
+    *,
+    n_init: int,
+    max_iter: int,
+    tol: float,
 ) -> KMeansResult:
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
+    x = _load(embeddings, torch.device("cpu"), normalize)
     model = KMeans(
         n_clusters=k, init="k-means++", n_init=n_init, max_iter=max_iter, tol=tol, random_state=seed
-    ).fit(x.numpy())
+    )
+    # Its OpenMP loop would otherwise start one thread per core the host has, however many
+    # this process may use (torch's count is set to those by configure_threads).
+    with threadpool_limits(torch.get_num_threads()):
+        model.fit(x.numpy())
     return KMeansResult(
         labels=torch.from_numpy(model.labels_.astype(np.int64)),
         centroids=torch.from_numpy(model.cluster_centers_.astype(np.float32)),
@@ -213,22 +333,9 @@ def _spans(num_rows: int, chunk: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + chunk, num_rows)
 
 
-def _mean_variance(x: Tensor, chunk: int) -> float:
-    """Mean over features of the (population) variance, two-pass in float64."""
-    n = x.shape[0]
-    mean = sum(x[a:b].sum(0, dtype=torch.float64) for a, b in _spans(n, chunk)) / n
-    sq = sum((x[a:b].double() - mean).pow(2).sum(0) for a, b in _spans(n, chunk))
-    return float((sq / n).mean())
-
-
-def _row_sq_norms(x: Tensor, chunk: int) -> Tensor:
-    return torch.cat([torch.einsum("ij,ij->i", x[a:b], x[a:b]) for a, b in _spans(len(x), chunk)])
-
-
-def _sq_dists(x: Tensor, x_sq: Tensor, points: Tensor) -> Tensor:
-    """Squared distances ``[len(x), len(points)]`` given the squared row norms ``x_sq``."""
-    dots = torch.addmm(torch.einsum("ij,ij->i", points, points), x, points.T, alpha=-2)
-    return dots.add_(x_sq[:, None]).clamp_min_(0)
+def _sq_dists(x: Tensor, x_sq: Tensor, points: Tensor, points_sq: Tensor) -> Tensor:
+    """Squared distances ``[len(x), len(points)]`` given both sides' squared row norms."""
+    return torch.addmm(points_sq, x, points.T, alpha=-2).add_(x_sq[:, None]).clamp_min_(0)
 
 
 def _nearest(x: Tensor, centers: Tensor) -> tuple[Tensor, Tensor]:
@@ -242,117 +349,307 @@ def _block_inertia(x: Tensor, centers: Tensor, labels: Tensor) -> float:
     return float((x - centers[labels]).pow(2).sum(dtype=torch.float64))
 
 
-def _kmeans_plusplus(x: Tensor, x_sq: Tensor, k: int, gen: torch.Generator, chunk: int) -> Tensor:
-    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as in scikit-learn).
+def _restart_generators(seed: int, n_init: int, device: torch.device) -> list[torch.Generator]:
+    """One generator per restart, a pure function of ``(seed, restart)``.
+
+    Restart ``r`` is the same whatever ``n_init`` is, so more restarts can only lower the
+    inertia; and runs with seeds ``s`` and ``s + 1`` share no restart (``seed + r`` would).
+    """
+    gens = []
+    for r in range(n_init):
+        state = int(np.random.SeedSequence([seed, r]).generate_state(1, np.uint64)[0])
+        gens.append(torch.Generator(device=device).manual_seed(state))
+    return gens
+
+
+class _Centred(NamedTuple):
+    """The rows minus their mean, with their squared norms.
+
+    The expanded distance ``||x||^2 - 2 x.c + ||c||^2`` loses precision when the data sit far
+    from the origin, so the torch backend works on a centred copy (as scikit-learn does).
+    """
+
+    x: Tensor
+    mean: Tensor  # [D], added back to the centres found
+    sq: Tensor  # [N], squared norms of the centred rows
+    chunk: int
+
+    @classmethod
+    def of(cls, x: Tensor, chunk: int) -> _Centred:
+        total = sum(x[a:b].sum(0, dtype=torch.float64) for a, b in _spans(len(x), chunk))
+        mean = (total / len(x)).to(x.dtype)
+        centred = x - mean
+        sq = torch.cat(
+            [torch.einsum("ij,ij->i", centred[a:b], centred[a:b]) for a, b in _spans(len(x), chunk)]
+        )
+        return cls(centred, mean, sq, chunk)
+
+    @property
+    def variance(self) -> float:
+        """Mean over features of the (population) variance."""
+        return float(self.sq.sum(dtype=torch.float64)) / self.x.numel()
+
+    def blocks(self) -> Iterator[tuple[int, int, Tensor]]:
+        for a, b in _spans(self.x.shape[0], self.chunk):
+            yield a, b, self.x[a:b]
+
+    def rows(self, index: Tensor) -> Tensor:
+        return self.x[index]
+
+
+def _kmeans_plusplus(data: _Centred, k: int, gens: list[torch.Generator]) -> Tensor:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as in scikit-learn), one seeding
+    per generator, all restarts advanced together: ``[R, k, D]`` centred centres.
 
     Each new centre is the best of ``2 + ln k`` candidates drawn with probability proportional
-    to the squared distance to the nearest centre so far.
+    to the squared distance to the nearest centre so far; one matmul per block scores the
+    candidates of every restart.
     """
-    n = x.shape[0]
+    n, device, restarts = data.x.shape[0], data.x.device, len(gens)
     trials = 2 + int(math.log(k))
-    centers = x.new_empty(k, x.shape[1])
-    first = torch.randint(n, (1,), generator=gen, device=x.device)
-    centers[0] = x[first[0]]
-    closest = torch.cat(
-        [_sq_dists(x[a:b], x_sq[a:b], centers[:1])[:, 0] for a, b in _spans(n, chunk)]
-    )
+    # Keep the scored distances to find the new closest ones without a second matmul, unless
+    # they would exceed a block.
+    keep = n * restarts * trials <= _BLOCK_ELEMENTS
+    everyone = torch.arange(restarts, device=device)
+    first = torch.cat([torch.randint(n, (1,), generator=g, device=device) for g in gens])
+    centers = data.x.new_empty(restarts, k, data.x.shape[1])
+    centers[:, 0] = data.rows(first)
+    closest = _distances_to(data, centers[:, 0])  # [R, N]
     for c in range(1, k):
         # Inverse-CDF sampling instead of torch.multinomial, which caps categories at 2^24;
         # float64 so that the running sum stays exact enough over many millions of rows.
-        cum = torch.cumsum(closest, 0, dtype=torch.float64)
-        draws = torch.rand(trials, generator=gen, dtype=torch.float64, device=x.device) * cum[-1]
-        candidates = x[torch.searchsorted(cum, draws, right=True).clamp_(max=n - 1)]
-        potential = sum(
-            torch.minimum(closest[a:b, None], _sq_dists(x[a:b], x_sq[a:b], candidates)).sum(
-                0, dtype=torch.float64
-            )
-            for a, b in _spans(n, chunk)
+        cum = torch.cumsum(closest, 1, dtype=torch.float64)
+        draws = torch.stack(
+            [torch.rand(trials, generator=g, dtype=torch.float64, device=device) for g in gens]
         )
-        centers[c] = candidates[int(potential.argmin())]
-        for a, b in _spans(n, chunk):
-            new = _sq_dists(x[a:b], x_sq[a:b], centers[c : c + 1])[:, 0]
-            torch.minimum(closest[a:b], new, out=closest[a:b])
+        picks = torch.searchsorted(cum, draws * cum[:, -1:], right=True).clamp_(max=n - 1)
+        candidates = data.rows(picks.reshape(-1))  # [R * trials, D]
+        cand_sq = torch.einsum("ij,ij->i", candidates, candidates)
+        # sum_i min(closest_i, ||x_i||^2 + p_i) = sum_i ||x_i||^2 + sum_i min(closest_i -
+        # ||x_i||^2, p_i) with p = ||c||^2 - 2 x.c; the first sum is the same for every
+        # candidate, so scoring takes two passes over each block's distances.
+        potential = torch.zeros(restarts, trials, dtype=torch.float64, device=device)
+        kept = []
+        for a, b, block in data.blocks():
+            dist = _distances_block(block, candidates, cand_sq, restarts)
+            below = (closest[:, a:b] - data.sq[a:b]).T[:, :, None]
+            potential += torch.minimum(dist, below, out=dist).sum(0)
+            if keep:
+                kept.append(dist)
+        best = potential.argmin(1)
+        centers[:, c] = candidates.view(restarts, trials, -1)[everyone, best]
+        if keep:
+            # The minimum with the chosen candidate, kept from scoring, is the new closest.
+            chosen = torch.cat(
+                [dist.gather(2, best.expand(len(dist), -1)[:, :, None])[:, :, 0] for dist in kept]
+            )  # [N, R]
+            closest = chosen.add_(data.sq[:, None]).clamp_min_(0).T.contiguous()
+        else:
+            closest = torch.minimum(closest, _distances_to(data, centers[:, c]))
     return centers
 
 
-def _assign(
-    x: Tensor, x_sq: Tensor, centers: Tensor, chunk: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Nearest centre of every row, its squared distance, and per-cluster sums and counts."""
-    n, k = x.shape[0], centers.shape[0]
-    labels = torch.empty(n, dtype=torch.long, device=x.device)
-    min_sq = torch.empty(n, dtype=x.dtype, device=x.device)
-    sums = torch.zeros(k, x.shape[1], dtype=torch.float64, device=x.device)
-    for a, b in _spans(n, chunk):
-        block = x[a:b]
-        partial, nearest = _nearest(block, centers)
+def _distances_to(data: _Centred, points: Tensor) -> Tensor:
+    """Squared distances ``[P, N]`` of every row to each of ``points`` (centred)."""
+    points_sq = torch.einsum("ij,ij->i", points, points)
+    return torch.cat(
+        [_sq_dists(block, data.sq[a:b], points, points_sq) for a, b, block in data.blocks()]
+    ).T.contiguous()
+
+
+class _Assignment(NamedTuple):
+    labels: Tensor  # int32 [N, A]: the nearest centre of every row for each restart
+    inertia: Tensor  # float64 [A], expanded form (on centred rows)
+
+
+def _distances_block(block: Tensor, flat: Tensor, flat_sq: Tensor, restarts: int) -> Tensor:
+    """``||c||^2 - 2 x.c`` of the rows of ``block`` to all ``[A * k, D]`` centres ``flat``, as
+    ``[rows, A, k]`` (``||x||^2`` is the same for every centre, so the argmin needs none)."""
+    return torch.addmm(flat_sq, block, flat.T, alpha=-2).view(block.shape[0], restarts, -1)
+
+
+def _nearest_all(data: _Centred, centers: Tensor) -> _Assignment:
+    """Labels and inertia of every restart's assignment to ``centers`` ``[A, k, D]``."""
+    restarts, k, dim = centers.shape
+    flat = centers.reshape(restarts * k, dim)
+    flat_sq = torch.einsum("ij,ij->i", flat, flat)
+    labels = torch.empty(data.x.shape[0], restarts, dtype=torch.int32, device=flat.device)
+    inertia = torch.zeros(restarts, dtype=torch.float64, device=flat.device)
+    for a, b, block in data.blocks():
+        partial, nearest = _distances_block(block, flat, flat_sq, restarts).min(2)
+        inertia += partial.sum(0, dtype=torch.float64)
         labels[a:b] = nearest
-        torch.add(partial, x_sq[a:b], out=min_sq[a:b])
-        # float32 within a block (a float64 copy of every block costs more than the distances),
-        # float64 across blocks.
-        sums += torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(
-            0, nearest, block
+    return _Assignment(labels, inertia + data.sq.sum(dtype=torch.float64))
+
+
+class _Sums(NamedTuple):
+    """Per-cluster sums and counts of the rows, kept up to date with the labels.
+
+    Each assignment changes them by what moved: for a block where few labels changed, an
+    ``index_add_`` of the moved rows (late Lloyd iterations move few rows, so they cost about
+    one matmul, the distances); otherwise one matmul of the block with ``onehot(new) -
+    onehot(old)``.
+    """
+
+    labels: Tensor  # int32 [N, A], -1 before the first assignment
+    sums: Tensor  # float64 [A * k, D]
+    counts: Tensor  # float64 [A * k]
+
+    @classmethod
+    def empty(cls, rows: int, restarts: int, k: int, dim: int, device: torch.device) -> _Sums:
+        return cls(
+            torch.full((rows, restarts), -1, dtype=torch.int32, device=device),
+            torch.zeros(restarts * k, dim, dtype=torch.float64, device=device),
+            torch.zeros(restarts * k, dtype=torch.float64, device=device),
         )
-    return labels, min_sq, sums, torch.bincount(labels, minlength=k)
+
+    def keep(self, index: Tensor, k: int) -> _Sums:
+        """The state of the restarts at ``index`` only."""
+        restarts, dim = self.labels.shape[1], self.sums.shape[1]
+        return _Sums(
+            self.labels.index_select(1, index),
+            self.sums.view(restarts, k, dim).index_select(0, index).view(-1, dim),
+            self.counts.view(restarts, k).index_select(0, index).view(-1),
+        )
+
+    def update(self, data: _Centred, centers: Tensor) -> tuple[Tensor, Tensor]:
+        """Assign every row to its nearest of ``centers`` ``[A, k, D]``; returns the rows whose
+        label changed (int64 ``[A]``) and the inertia of the assignment (float64 ``[A]``)."""
+        restarts, k, dim = centers.shape
+        flat = centers.reshape(restarts * k, dim)
+        flat_sq = torch.einsum("ij,ij->i", flat, flat)
+        offsets = torch.arange(restarts, device=flat.device) * k
+        changed = torch.zeros(restarts, dtype=torch.long, device=flat.device)
+        inertia = torch.zeros(restarts, dtype=torch.float64, device=flat.device)
+        for a, b, block in data.blocks():
+            dist = _distances_block(block, flat, flat_sq, restarts)
+            partial, nearest = dist.min(2)
+            inertia += partial.sum(0, dtype=torch.float64)
+            old = self.labels[a:b]
+            moved = nearest != old
+            per_restart = moved.sum(0)
+            changed += per_restart
+            total = int(per_restart.sum())
+            if 0 < total <= b - a and _SPARSE_GAIN * total <= (b - a) * restarts * k:
+                rows, cols = moved.nonzero(as_tuple=True)
+                moved_rows = block[rows].double()
+                into = nearest[rows, cols] + offsets[cols]
+                self.sums.index_add_(0, into, moved_rows)
+                self.counts.index_add_(0, into, moved_rows.new_ones(len(into)))
+                was = old[rows, cols].long()
+                left = was >= 0
+                out_of = was[left] + offsets[cols[left]]
+                self.sums.index_add_(0, out_of, moved_rows[left], alpha=-1)
+                self.counts.index_add_(0, out_of, moved_rows.new_ones(len(out_of)), alpha=-1)
+            elif total:
+                # float32 within a block (the products of a BLAS call), float64 across.
+                delta = dist.zero_().scatter_(2, nearest[:, :, None], 1.0)
+                left = old >= 0
+                if bool(left.any()):
+                    delta.scatter_add_(
+                        2, old.long().clamp_min(0)[:, :, None], -left[:, :, None].to(delta.dtype)
+                    )
+                delta = delta.view(b - a, restarts * k)
+                self.sums.add_(delta.T @ block)
+                self.counts.add_(delta.sum(0))
+            old.copy_(nearest)
+        return changed, inertia + data.sq.sum(dtype=torch.float64)
+
+
+def _worst_served(data: _Centred, centers: Tensor, count: int) -> Tensor:
+    """The ``count`` rows farthest from their nearest of ``centers`` ``[k, D]``."""
+    centers_sq = torch.einsum("ij,ij->i", centers, centers)
+    farthest = torch.cat(
+        [
+            _sq_dists(block, data.sq[a:b], centers, centers_sq).min(1).values
+            for a, b, block in data.blocks()
+        ]
+    )
+    return farthest.topk(count).indices
 
 
 def _lloyd(
-    x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol_abs: float, chunk: int
-) -> _Fit:
-    centers, labels, n_iter = _lloyd_iterations(x, x_sq, centers, max_iter, tol_abs, chunk)
-    inertia = sum(
-        _block_inertia(x[a:b], centers, labels[a:b]) for a, b in _spans(x.shape[0], chunk)
-    )
-    return _Fit(centers, labels, inertia, n_iter)
+    data: _Centred, centers: Tensor, max_iter: int, tol_abs: float, tol: float
+) -> tuple[Tensor, list[int]]:
+    """Lloyd iterations of ``R`` restarts together; returns their centres and iterations.
 
-
-def _lloyd_iterations(
-    x: Tensor, x_sq: Tensor, centers: Tensor, max_iter: int, tol_abs: float, chunk: int
-) -> tuple[Tensor, Tensor, int]:
-    """Final centres, the labels they induce, and the iterations run."""
-    previous = None
-    for n_iter in range(1, max_iter + 1):
-        labels, min_sq, sums, counts = _assign(x, x_sq, centers, chunk)
-        if previous is not None and torch.equal(labels, previous):
-            # The centres are already the means of this assignment.
-            return centers, labels, n_iter
-        new_centers = (sums / counts.clamp_min(1)[:, None]).to(x.dtype)
-        empty = (counts == 0).nonzero()[:, 0]
-        if empty.numel():
+    A restart stops when no label changed, when its centres moved by at most ``tol_abs``
+    (squared, scikit-learn's rule) or when its inertia fell by at most ``tol`` relative; the
+    rest go on in a smaller batch.
+    """
+    centers = centers.clone()
+    restarts, k, dim = centers.shape
+    n_iter = [max_iter] * restarts
+    active = list(range(restarts))
+    state = _Sums.empty(data.x.shape[0], restarts, k, dim, centers.device)
+    previous = torch.full((restarts,), math.inf, dtype=torch.float64)
+    for iteration in range(1, max_iter + 1):
+        changed, inertia = state.update(data, centers[active])
+        counts = state.counts.view(len(active), k)
+        new = (state.sums.view(len(active), k, dim) / counts.clamp_min(1)[:, :, None]).to(
+            centers.dtype
+        )
+        for j in (counts == 0).any(1).nonzero()[:, 0].tolist():
             # Restart empty clusters at the rows worst served so far, as scikit-learn does.
-            new_centers[empty] = x[min_sq.topk(empty.numel()).indices]
-        shift = float((new_centers - centers).pow(2).sum())
-        centers, previous = new_centers, labels
-        if shift <= tol_abs:
-            return centers, _assign(x, x_sq, centers, chunk)[0], n_iter
-    return centers, _assign(x, x_sq, centers, chunk)[0], max_iter
+            empty = (counts[j] == 0).nonzero()[:, 0]
+            new[j, empty] = data.rows(_worst_served(data, centers[active[j]], empty.numel()))
+        shift = (new - centers[active]).pow(2).sum((1, 2)).cpu()
+        inertia = inertia.cpu()
+        unchanged = (changed == 0).cpu()
+        keep = []
+        for j, r in enumerate(active):
+            if not bool(unchanged[j]):
+                centers[r] = new[j]
+            # Unchanged labels: the centres already are the means of this assignment.
+            if (
+                bool(unchanged[j])
+                or shift[j] <= tol_abs
+                or previous[r] - inertia[j] <= tol * inertia[j]
+            ):
+                n_iter[r] = iteration
+            else:
+                keep.append(j)
+            previous[r] = inertia[j]
+        if not keep:
+            break
+        if len(keep) < len(active):
+            state = state.keep(torch.tensor(keep, device=centers.device), k)
+            active = [active[j] for j in keep]
+    return centers, n_iter
 
 
 def _best_of(
-    x: Tensor,
-    k: int,
-    gen: torch.Generator,
-    n_init: int,
-    max_iter: int,
-    tol_abs: float,
-    chunk: int,
-) -> _Fit:
-    x_sq = _row_sq_norms(x, chunk)
-    best = None
-    for _ in range(n_init):
-        centers = _kmeans_plusplus(x, x_sq, k, gen, chunk)
-        fit = _lloyd(x, x_sq, centers, max_iter, tol_abs, chunk)
-        if best is None or fit.inertia < best.inertia:
-            best = fit
-    return best
+    data: _Centred, k: int, seeds: list[int], n_init: int, max_iter: int, tol: float
+) -> list[_Fit]:
+    """For each seed, the best of its ``n_init`` k-means++ / Lloyd restarts; all restarts of
+    all seeds run together. Centres are in the original (uncentred) space."""
+    gens = [g for seed in seeds for g in _restart_generators(seed, n_init, data.x.device)]
+    centers = _kmeans_plusplus(data, k, gens)
+    centers, n_iter = _lloyd(data, centers, max_iter, tol * data.variance, tol)
+    # One more assignment of every restart to its final centres, to compare them fairly.
+    labels, inertia = _nearest_all(data, centers)
+    inertia = inertia.view(len(seeds), n_init)
+    # Restarts within float32 rounding of the lowest inertia found the same minimum (often the
+    # same partition, numbered apart): the first of them wins, so that the chunk size or the
+    # thread count, which change the last bits, do not change the labels.
+    near_best = inertia <= inertia.min(1, keepdim=True).values * (1 + _SAME_MINIMUM)
+    fits = []
+    for run, restart in enumerate(near_best.int().argmax(1).tolist()):
+        best = run * n_init + restart
+        run_centers, run_labels = centers[best], labels[:, best].long()
+        exact = sum(
+            _block_inertia(block, run_centers, run_labels[a:b]) for a, b, block in data.blocks()
+        )
+        fits.append(_Fit(run_centers + data.mean, run_labels, exact, n_iter[best]))
+    return fits
 
 
 def _minibatch_kmeans(
     data: Tensor | np.ndarray,
     k: int,
     *,
-    gen: torch.Generator,
-    rng: np.random.Generator,
+    seed: int,
+    device: torch.device,
     n_init: int,
     max_iter: int,
     tol: float,
@@ -366,13 +663,17 @@ def _minibatch_kmeans(
     mean of the rows ever assigned to it (per-centre learning rate ``1 / count``). A final pass
     assigns every row, ``chunk`` rows at a time.
     """
-    device, n = gen.device, int(data.shape[0])
+    gen = torch.Generator(device=device).manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    n = int(data.shape[0])
     sample_rows = np.sort(
         rng.choice(n, min(n, max(_SAMPLE_ROWS_PER_CLUSTER * k, 3 * batch_size)), replace=False)
     )
     sample = _read(data, sample_rows, device, normalize)
-    tol_abs = tol * _mean_variance(sample, chunk)
-    centers = _best_of(sample, k, gen, n_init, max_iter, tol_abs, chunk).centers.double()
+    centred = _Centred.of(sample, chunk)
+    tol_abs = tol * centred.variance
+    centers = _best_of(centred, k, [seed], n_init, max_iter, tol)[0].centers.double()
+    del centred
     passes = _minibatch_passes(
         data,
         centers,

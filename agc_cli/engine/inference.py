@@ -22,6 +22,9 @@ they are written in node order to a scratch directory (under ``TMPDIR``, removed
 and read back with the store's positioned reads: no mapping, so they do not count towards the
 process's resident memory, but a batch's scattered rows cost one read each (several times
 slower than gathering from memory).
+
+With a ``sink`` (:class:`EmbeddingsFile`), the final embeddings go to it batch by batch, in
+node order, as the last layer produces them: they are never all in memory.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ from torch import Tensor
 from agc_cli.data.graph import Graph
 from agc_cli.data.store import RowReader
 from agc_cli.engine.memory import MemoryMonitor, PeakMemory
-from agc_cli.errors import AgcError
+from agc_cli.errors import AgcError, UsageError
 from agc_cli.models.base import ClusteringModel
 from agc_cli.models.batch import Block, GraphBatch
 from agc_cli.models.sparse import SparseMatrix
 from agc_cli.sampling import derive_seed, sample_without_replacement
+from agc_cli.utils.npy import NpyWriter
 
 MIN_BATCH = 32
 SPILL_FRACTION = 0.8  # of the available RAM that in-memory intermediates may take
@@ -61,9 +65,59 @@ class InferenceOOM(AgcError):
     exit_code = 1
 
 
+class EmbeddingsFile:
+    """Embeddings written to an ``.npy`` (``[rows, dim]``) block by block as inference produces
+    them, in node order; published atomically by :meth:`commit`.
+
+    Args:
+        path: the ``.npy`` to write.
+        rows: the number of nodes embedded.
+        dtype: ``"float32"`` or ``"float16"`` (half the file; values beyond float16's range
+            are refused).
+    """
+
+    def __init__(self, path: Path, rows: int, dtype: str = "float32"):
+        if dtype not in ("float32", "float16"):
+            raise UsageError(f"embeddings dtype: expected float32 or float16, got {dtype!r}")
+        self.path = Path(path)
+        self.rows = rows
+        self.dtype = np.dtype(dtype)
+        self.dim: int | None = None
+        self._writer: NpyWriter | None = None
+
+    def write(self, block: Tensor) -> None:
+        """Append the embeddings of the next ``len(block)`` nodes."""
+        values = block.detach().float().cpu().numpy()
+        largest = float(np.finfo(np.float16).max)
+        if self.dtype == np.float16 and values.size and float(np.abs(values).max()) > largest:
+            raise UsageError(
+                f"float16 embeddings: values reach {float(np.abs(values).max()):.4g}, beyond "
+                f"float16's range ({largest:g}); write float32"
+            )
+        if self._writer is None:
+            self.dim = int(values.shape[1])
+            self._writer = NpyWriter(self.path, (self.rows, self.dim), self.dtype)
+        self._writer.write(values)
+
+    def reset(self) -> None:
+        """Drop what was written (inference starts over, e.g. with a smaller batch)."""
+        if self._writer is not None:
+            self._writer.discard()
+            self._writer = None
+
+    def commit(self) -> Path:
+        """Publish the file (every row written)."""
+        if self._writer is None:
+            raise UsageError(f"{self.path}: no embeddings were written")
+        path = self._writer.commit()
+        self._writer = None
+        return path
+
+
 @dataclass
 class InferenceResult:
-    embeddings: Tensor  # [num_nodes or len(node_ids), dim], float32 on the CPU
+    # [num_nodes or len(node_ids), dim], float32 on the CPU; None when they went to a sink.
+    embeddings: Tensor | None
     node_ids: Tensor  # global id of each row
     mode: str  # "full-batch (cuda)", "full-batch (cpu)", "layer-wise mini-batch (cuda)", ...
     seconds: float
@@ -102,6 +156,7 @@ def infer(
     seed: int = 0,
     report: Callable[[str], None] | None = None,
     fault_hook: FaultHook | None = None,
+    sink: EmbeddingsFile | None = None,
 ) -> InferenceResult:
     """Embeddings of ``nodes`` (default: every node) through the fallback chain.
 
@@ -111,7 +166,11 @@ def infer(
         batch_size: destination nodes per layer-wise batch (halved on out-of-memory).
         fan_out: ``-1`` exact; ``k > 0`` samples ``k`` neighbours per node and layer.
         report: receives one line per decision (the CLI prints them).
+        sink: receives the embeddings of every node in node order instead (``nodes`` must be
+            None); layer-wise, the result's ``embeddings`` is then None.
     """
+    if sink is not None and nodes is not None:
+        raise UsageError("streamed embeddings are written for every node, not a subset")
     events: list[str] = []
 
     def say(text: str) -> None:
@@ -125,15 +184,16 @@ def infer(
     with MemoryMonitor(device) as mon:
         emb, mode, used_batch = _chain(
             model, graph, device, full_batch, allow_cpu_fallback, batch_size, fan_out, nodes,
-            seed, say, hook,
+            seed, say, hook, sink,
         )  # fmt: skip
     ids = nodes if nodes is not None else torch.arange(graph.num_nodes)
     return InferenceResult(emb, ids, mode, time.perf_counter() - t0, mon.peak, events, used_batch)
 
 
 def _chain(
-    model, graph, device, full_batch, allow_cpu, batch_size, fan_out, nodes, seed, say, hook
-):
+    model, graph, device, full_batch, allow_cpu, batch_size, fan_out, nodes, seed, say, hook,
+    sink=None,
+):  # fmt: skip
     cpu = torch.device("cpu")
     if full_batch:
         targets = [device] + ([cpu] if allow_cpu and device.type != "cpu" else [])
@@ -144,6 +204,9 @@ def _chain(
                 if target != device:
                     model.to(device)
                 out = emb if nodes is None else emb[nodes]
+                if sink is not None:  # in memory already: written in blocks all the same
+                    for start in range(0, out.shape[0], batch_size):
+                        sink.write(out[start : start + batch_size])
                 return out, f"full-batch ({target.type})", None
             except Exception as exc:
                 if not is_oom(exc):
@@ -155,7 +218,9 @@ def _chain(
     size = batch_size
     for _ in range(MAX_HALVINGS + 1):
         try:
-            emb = layerwise(model, graph, device, size, fan_out, nodes, seed, hook)
+            if sink is not None:
+                sink.reset()
+            emb = layerwise(model, graph, device, size, fan_out, nodes, seed, hook, sink=sink)
             kind = "exact" if fan_out < 0 else f"fan-out {fan_out}"
             return emb, f"layer-wise mini-batch ({device.type}, {kind})", size
         except Exception as exc:
@@ -228,12 +293,16 @@ def layerwise(
     seed: int = 0,
     fault_hook: FaultHook | None = None,
     spill: bool | None = None,
-) -> Tensor:
+    sink: EmbeddingsFile | None = None,
+) -> Tensor | None:
     """Layer-by-layer inference in batches of destination nodes (see module docstring).
 
     ``spill``: keep per-node intermediates in scratch files (``None``: when they would take
-    more than :data:`SPILL_FRACTION` of the available RAM).
+    more than :data:`SPILL_FRACTION` of the available RAM). ``sink``: receives the final
+    embeddings of every node batch by batch (``nodes`` must be None); nothing is returned.
     """
+    if sink is not None and nodes is not None:
+        raise UsageError("streamed embeddings are written for every node, not a subset")
     encoder = model.encoder
     need = _needed_nodes(graph, nodes, encoder.num_layers)
     # Layer 0's transform of every node whose features it reads (need[0] and its neighbours),
@@ -256,7 +325,7 @@ def layerwise(
         )
         return _layerwise(
             model, graph, device, batch_size, fan_out, nodes, seed, fault_hook, need,
-            (inputs, width), scratch,
+            (inputs, width), scratch, sink,
         )  # fmt: skip
 
 
@@ -272,9 +341,11 @@ def _layerwise(
     need: list[Tensor],
     first: tuple[Tensor, int | None],
     scratch: Path | None,
-) -> Tensor:
+    sink: EmbeddingsFile | None = None,
+) -> Tensor | None:
     """:func:`layerwise` with its plan: the nodes each layer outputs, layer 0's transformed
-    inputs and width (``None``: raw rows per batch), the scratch folder (``None``: memory)."""
+    inputs and width (``None``: raw rows per batch), the scratch folder (``None``: memory),
+    and where the final embeddings go (``None``: returned)."""
     encoder = model.encoder
     layers = encoder.num_layers
     hook = fault_hook or (lambda stage, size: None)
@@ -290,6 +361,9 @@ def _layerwise(
     # need the last layer, so earlier layers' outputs are dropped as soon as they are used.
     keep_all = getattr(encoder, "needs_all_layers", encoder.jk in ("cat", "max"))
     outputs: list[tuple[Tensor, Tensor]] = []  # per layer (ids, outputs) when keep_all
+    # The last layer's batches go straight to the sink (read out row by row) when nothing
+    # combines them with earlier layers.
+    stream_last = sink is not None and not keep_all
     t0 = None
     if width is not None:
         t0 = _streamed_transform(encoder, graph, x_sparse, inputs, width, device, batch_size,
@@ -327,14 +401,25 @@ def _layerwise(
                     x_src = prev.take(position[local]).to(device)
                     position[prev_ids] = -1
                 h = encoder.layer_forward(i, x_src, block).float().cpu()
+            if stream_last and i == layers - 1:
+                sink.write(model.readout(h.to(device)).float().cpu())
+                continue
             if out is None:
                 out = Rows(ids.numel(), h.shape[1], scratch and scratch / f"layer{i}.f32")
             out.append(h)  # destination batches come in the order of `ids`
+        if out is None:  # streamed to the sink
+            return None
         prev, prev_ids = out.done(), ids
         t0 = None
         if keep_all:
             outputs.append((ids, out))
     final_ids = need[-1]
+    if sink is not None:  # every node: each layer's rows are in node order
+        for start in range(0, graph.num_nodes, batch_size):
+            rows = final_ids[start : start + batch_size]
+            h = encoder.combine([out.take(rows) for _, out in outputs])
+            sink.write(model.readout(h.to(device)).float().cpu())
+        return None
     if keep_all:
         aligned = []
         for ids, out in outputs:

@@ -41,7 +41,8 @@ BUILD_BYTES_PER_EDGE = 40  # transients while building the adjacency and its bac
 # Extra passes over the encoder activations per method (DGI: clean + corrupted, CCASSG: two
 # views); methods not listed run one pass.
 ACTIVATION_PASSES = {"dgi": 2.0, "ccassg": 2.0, "magi": 1.0, "gae": 1.0, "dmon": 1.0, "daegc": 1.0,
-                     "ns4gc": 2.0, "gbt": 2.0, "dinknet": 2.0, "vgae": 1.0}  # fmt: skip
+                     "ns4gc": 2.0, "gbt": 2.0, "dinknet": 2.0, "vgae": 1.0, "arga": 1.0,
+                     "argva": 1.0}  # fmt: skip
 SMALL_GRAPH = 10_000  # rules of thumb from PyAGC's scalability guide
 LARGE_GRAPH = 1_000_000
 
@@ -269,9 +270,16 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
             count += layers * 2 * h  # attention vectors
         if gnn in ("sage", "gin"):
             count *= 2  # root weight / MLP second linear
-        count += {"dgi": h * h, "dmon": h * (settings.n_clusters or info.classes or 16)}.get(
-            model, 0
-        )
+        count += {
+            "dgi": h * h,
+            "dmon": h * (settings.n_clusters or info.classes or 16),
+            "s3gc": f * h,  # its second head
+        }.get(model, 0)
+        if model in ("arga", "argva"):  # the discriminator, with its own Adam
+            from agc_cli.models.arga import DISCRIMINATOR_HIDDEN as WIDTH
+
+            latent = h // 2 if model == "argva" else h
+            count += (latent + WIDTH + 2) * WIDTH + 1
         return count * 4 * 4  # parameter, gradient, two Adam moments
 
     def encoder_activations(hop_nodes: list[int], edges: list[int], train: bool) -> int:
@@ -293,7 +301,7 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
         return int(base + edges * BUILD_BYTES_PER_EDGE)
 
     def model_extra(rows: int, train: bool) -> dict[str, int]:
-        if model == "gae" and train:
+        if model in ("gae", "arga", "argva") and train:
             return {"decoder pairs (pos + neg)": int(2 * e * h * act_bytes if rows == n else 0)}
         if model == "daegc" and train and rows == n:
             return {"dense reconstruction N×N": int(2 * n * n * 4)}
@@ -305,18 +313,38 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
             return {"similarity block S": int(3 * entries * 4)}
         return {}
 
+    def resident(rows: int, train: bool, mini: bool) -> dict[str, int]:
+        """Terms of a method that holds per-node state whatever the mode (S3GC: its per-node
+        table, the precomputed ÃX and S_k X, and its walk windows' gathered rows)."""
+        if model != "s3gc":
+            return {}
+        from agc_cli.models.s3gc import MLP_MIN_NODES
+
+        table = n * h * 4
+        terms = {"per-node table (+ SparseAdam moments)" if train else "per-node table":
+                 table * (3 if train else 1)}  # fmt: skip
+        # Full-batch with linear heads transforms first; otherwise the rows are precomputed.
+        if mini or n >= MLP_MIN_NODES:
+            terms["precomputed ÃX and S_k X"] = 2 * n * f * 4
+        if train:
+            pairs = rows * settings.num_walks * settings.walk_length * 2
+            terms["walk windows (gathered rows, kept for backward)"] = pairs * h * act_bytes * 3
+        return terms
+
     full_train = {
         "features": feature_bytes(n, backward=True),
         "topology (adjacency)": adjacency(e + n, train=True),
         "activations": encoder_activations([], [], train=True),
         "parameters + optimizer": params(),
         **model_extra(n, True),
+        **resident(n, True, mini=False),
     }
     full_infer = {
         "features": feature_bytes(n),
         "topology (adjacency)": adjacency(e + n, train=False),
         "activations": int(n * h * act_bytes * INFER_TENSORS),
         "parameters": params() // 4,
+        **resident(n, False, mini=False),
     }
     fan_out = settings.fan_out_list()
     batch = mini_batch_size or settings.batch_size
@@ -327,6 +355,7 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
         "batch topology": sum(hop_edges) * (16 + ADJ_BYTES_PER_EDGE * 2),
         "activations": encoder_activations(hop_nodes, hop_edges, train=True),
         "parameters + optimizer": params(),
+        **resident(batch, True, mini=True),
     }
     infer_batch = settings.infer_batch_size
     infer_fan = settings.infer_fan_out
@@ -341,6 +370,7 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
         "batch topology": int(sources * (16 + ADJ_BYTES_PER_EDGE)),
         "activations": int(infer_batch * h * act_bytes * INFER_TENSORS),
         "parameters": params() // 4,
+        **resident(infer_batch, False, mini=True),
     }
     host_graph = {
         "features": feature_bytes(n),

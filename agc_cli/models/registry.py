@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agc_cli.errors import UsageError
+from agc_cli.models.arga import ARGA, ARGVA
 from agc_cli.models.base import ClusteringModel
 from agc_cli.models.ccassg import CCASSG
 from agc_cli.models.daegc import DAEGC
@@ -17,6 +18,7 @@ from agc_cli.models.ns4gc import NS4GC
 from agc_cli.models.propagation import SGC, SSGC
 from agc_cli.models.raw_features import KMeansBaseline
 from agc_cli.models.s2cag import MS2CAG, S2CAG
+from agc_cli.models.s3gc import S3GC
 from agc_cli.models.vgae import VGAE
 
 MODELS: dict[str, type[ClusteringModel]] = {
@@ -38,6 +40,9 @@ MODELS: dict[str, type[ClusteringModel]] = {
         VGAE,
         KMeansBaseline,
         MinCut,
+        S3GC,
+        ARGA,
+        ARGVA,
     )
 }
 

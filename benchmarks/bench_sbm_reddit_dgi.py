@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--max-batches", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--cache-dir", default=os.environ.get("AGC_CACHE_DIR"))
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     a = p.parse_args()
     torch.set_num_threads(2)
     cache = Path(a.cache_dir or tempfile.mkdtemp())
@@ -45,6 +46,7 @@ def main() -> None:
         "dataset": a.dataset, "model": "dgi", "gnn_type": "sage", "num_layers": 2,
         "hidden_channels": 256, "fan_out": "10,10", "batch_size": 2048, "mini_batch": True,
         "epochs": a.epochs, "num_workers": a.num_workers, "save_every": 0, "cache_dir": cache,
+        "device": a.device,
     })  # fmt: skip
     session = open_session(settings, graph)
     batches_per_epoch = math.ceil(graph.num_nodes / settings.batch_size)
@@ -65,6 +67,12 @@ def main() -> None:
     )
     verdict = "yes" if peak < 8 * 2**30 else "NO"
     print(f"peak RSS           {fmt_bytes(peak)} (target < 8 GB: {verdict})")
+    if result.peak.cuda_bytes is not None:
+        print(f"device             {session.device} ({torch.cuda.get_device_name(session.device)})")
+        print(
+            f"peak CUDA memory   {fmt_bytes(result.peak.cuda_bytes)} (max allocated; PyAGC's "
+            "scalability guide: Reddit DGI 142 s for 200 epochs, 4.2 GB on an A100)"
+        )
     loss = "n/a (partial epoch)" if math.isnan(result.loss) else f"{result.loss:.4f}"
     print(f"final loss         {loss}")
 

@@ -107,11 +107,15 @@ def test_s3gc_propagations_are_gcn_step_and_truncated_pagerank(monkeypatch):
     torch.testing.assert_close(sx, expected)
 
 
-def test_s3gc_embeds_a_node_the_same_in_a_sampled_and_the_full_batch():
+@pytest.mark.parametrize("mlp", [False, True], ids=["linear", "mlp"])
+def test_s3gc_embeds_a_node_the_same_in_a_sampled_and_the_full_batch(monkeypatch, mlp):
+    if mlp:  # the heads of large graphs
+        monkeypatch.setattr(s3gc_module, "MLP_MIN_NODES", 1)
     graph = tiny_graph()
     model, _ = _model("s3gc", graph)
+    assert model.encoder.mlp is mlp
     model.eval().begin_epoch(0, graph)
-    # Full batch: transform, then propagate; sampled: the precomputed propagations' rows.
+    # Linear heads, full batch: transform, then propagate; otherwise the precomputed rows.
     full = model.embed(GraphBatch.full(graph))
     seeds = torch.tensor([9, 2, 30])
     batch = GraphBatch.from_sampled(sample_batch(graph, seeds, 1), graph)
@@ -186,9 +190,9 @@ def test_arga_encoder_step_lowers_the_discriminators_accuracy():
 
     before = fake_confidence()
     assert before > 0.9
-    for _ in range(20):
+    for _ in range(50):
         model.regulariser.fool(model.encoder(batch.x, batch))
-    assert fake_confidence() < before - 0.05
+    assert fake_confidence() < before - 0.02
     assert _same(_snapshot(model.regulariser.discriminator), d_before)
     # The generator step is the encoder's own: no gradient is left for the trainer's optimizer.
     assert all(p.grad is None for p in model.encoder.parameters())
@@ -276,6 +280,8 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, name, mode):
     # ARGA's discriminator and both private optimizers continue exactly, as S3GC's sparse
     # table and its SparseAdam moments do.
     over = {"model": name, "mini_batch": mode == "mini", "epochs": 2 if mode == "mini" else 4}
+    if name == "arga":  # GAE's edge batches: about 15 per epoch, not 56
+        over["batch_size"] = 256
     expected = uninterrupted(tmp_path, **over)
     got = interrupted_then_resumed(tmp_path, 3 if mode == "full" else 7, "signal", **over)
     assert_same_weights(expected, got)

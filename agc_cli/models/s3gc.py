@@ -17,8 +17,8 @@ from agc_cli.models.encoder import make_activation
 from agc_cli.models.propagation import check_num_layers, propagate
 from agc_cli.models.sparse import SparseMatrix
 
-# From this many nodes on the heads f and g are two-layer PReLU MLPs instead of linear maps
-# (PyAGC's split between its small and medium S3GC encoders).
+# From this many nodes on the heads f and g are two-layer MLPs instead of linear maps (PyAGC's
+# split between its small and medium S3GC encoders).
 MLP_MIN_NODES = 50_000
 # Feature columns propagated at a time when precomputing ÃX and S_k X: the propagation is
 # column-wise, so the temporaries stay [nodes, PROPAGATION_COLUMNS] however wide the features.
@@ -62,7 +62,7 @@ def propagated_features(
 
 
 def _head(in_channels: int, hidden_channels: int, mlp: bool) -> nn.Module:
-    """A linear map, or a two-layer MLP with PReLU after each layer (PyAGC's medium encoder)."""
+    """A linear map, or linear -> PReLU -> linear (PyAGC's medium encoder)."""
     if not mlp:
         layers = [nn.Linear(in_channels, hidden_channels)]
     else:
@@ -70,7 +70,6 @@ def _head(in_channels: int, hidden_channels: int, mlp: bool) -> nn.Module:
             nn.Linear(in_channels, hidden_channels),
             make_activation("prelu", hidden_channels),
             nn.Linear(hidden_channels, hidden_channels),
-            make_activation("prelu", hidden_channels),
         ]
     for layer in layers:
         if isinstance(layer, nn.Linear):
@@ -83,8 +82,8 @@ class S3GCEncoder(nn.Module):
 
     ``E`` is a learned per-node table (``nn.Embedding`` with sparse gradients: a step touches
     only the rows of the nodes in its batch). It indexes nodes by their global id, which the
-    layer-wise inference path does not carry: S3GC embeds full-batch (from the precomputed
-    propagations, in one gather per node).
+    layer-wise inference path does not carry: S3GC embeds full-batch (see
+    :meth:`forward_full`), which needs no more than the precomputed propagations.
     """
 
     num_layers = 1
@@ -133,8 +132,8 @@ class S3GC(ClusteringModel):
 
     **Encoder.** ``normalize(f(ÃX) + g(S_k X) + E)``: ``ÃX`` is one normalised propagation
     step with self-loops, ``S_k X`` truncated personalised PageRank (``k = num_layers`` steps,
-    teleport ``alpha``), ``f, g`` linear (two-layer PReLU MLPs from :data:`MLP_MIN_NODES` nodes
-    on) and ``E`` a learned per-node table with sparse gradients. Mini-batch, ``ÃX`` and
+    teleport ``alpha``), ``f, g`` linear (linear, PReLU, linear from :data:`MLP_MIN_NODES`
+    nodes on) and ``E`` a learned per-node table with sparse gradients. Mini-batch, ``ÃX`` and
     ``S_k X`` are computed once, without parameters, and a step gathers its nodes' rows: its
     cost does not grow with the graph. Full-batch with linear heads, the encoder transforms
     before it propagates instead (the same function, far cheaper on sparse features).

@@ -186,18 +186,8 @@ def cluster_streamed_file(
         backend=settings.kmeans_backend, device=resolve_device(settings.device),
         structure=structure, report=report, stage=byte_progress,
     )  # fmt: skip
-    metrics = {
-        "n_clusters": result.n_clusters,
-        "runs": [
-            {"seed": r.seed, "inertia": r.inertia, "seconds": r.seconds, "backend": r.backend,
-             **r.metrics}
-            for r in result.runs
-        ],
-        "mean": {k: v[0] for k, v in result.summary.items()},
-        "std": {k: v[1] for k, v in result.summary.items()},
-        "normalize_embeddings": settings.normalize_embeddings,
-        "out_of_core": {"sample_rows": result.sample_rows},
-    }  # fmt: skip
+    metrics = {**common.metrics_record(result, settings),
+               "out_of_core": {"sample_rows": result.sample_rows}}  # fmt: skip
     metrics_file = out_dir / f"metrics{tag}.json"
     atomic_write_json(metrics_file, metrics)
     return ClusterReport(metrics, graph.num_nodes, graph.num_nodes, emb_path, clusters_file,

@@ -372,6 +372,22 @@ def format_summary(summary: dict[str, Any]) -> str:
     )
 
 
+def metrics_record(result: Any, settings: Settings) -> dict[str, Any]:
+    """What ``metrics.json`` holds for a clustering result (in memory or streamed): every
+    run with its seed, inertia, time, backend and metrics, and their mean and std."""
+    return {
+        "n_clusters": result.n_clusters,
+        "runs": [
+            {"seed": r.seed, "inertia": r.inertia, "seconds": r.seconds, "backend": r.backend,
+             **r.metrics}
+            for r in result.runs
+        ],
+        "mean": {k: v[0] for k, v in result.summary.items()},
+        "std": {k: v[1] for k, v in result.summary.items()},
+        "normalize_embeddings": settings.normalize_embeddings,
+    }  # fmt: skip
+
+
 def write_cluster_outputs(
     out_dir: Path, result: ClusteringResult, ids: torch.Tensor, settings: Settings, tag: str = ""
 ) -> tuple[dict[str, Any], Path, Path]:
@@ -388,17 +404,7 @@ def write_cluster_outputs(
     writer.writerows(zip(ids.tolist(), result.labels.tolist(), strict=True))
     clusters = out_dir / f"clusters{tag}.csv"
     atomic_write_text(clusters, buf.getvalue())
-    metrics = {
-        "n_clusters": result.n_clusters,
-        "runs": [
-            {"seed": r.seed, "inertia": r.inertia, "seconds": r.seconds, "backend": r.backend,
-             **r.metrics}
-            for r in result.runs
-        ],
-        "mean": {k: v[0] for k, v in result.summary.items()},
-        "std": {k: v[1] for k, v in result.summary.items()},
-        "normalize_embeddings": settings.normalize_embeddings,
-    }  # fmt: skip
+    metrics = metrics_record(result, settings)
     metrics_file = out_dir / f"metrics{tag}.json"
     atomic_write_json(metrics_file, metrics)
     return metrics, clusters, metrics_file

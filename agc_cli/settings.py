@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         [0.2, 0.2],
         description="NS4GC/GBT: fraction of feature columns masked, both views or one per view",
     )
+    feature_masking: Literal["columns", "entries"] = Field(
+        "columns",
+        description="CCA-SSG/NS4GC/GBT: mask whole feature columns (the papers' code) or "
+        "single entries, a mask per node (PyAGC's)",
+    )
     num_walks: int = Field(20, ge=1, description="MAGI: random walks per node")
     walk_length: int = Field(4, ge=1, description="MAGI: steps per random walk")
     alpha: float = Field(
@@ -191,6 +196,13 @@ class Settings(BaseSettings):
     # checkpoints and output
     save_every: int = Field(1, ge=0, description="checkpoint every N epochs (0 = off)")
     save_every_batch: int = Field(0, ge=0, description="checkpoint every N batches (0 = off)")
+    checkpoint_interval: float = Field(
+        10.0,
+        ge=0,
+        description="at least this many seconds between periodic checkpoints, so that short "
+        "epochs are not slowed by writes (the first, the last and an interrupted one are always "
+        "written; 0 = every save_every epochs)",
+    )
     keep_checkpoints: int = Field(2, ge=0, description="older checkpoints kept besides last/best")
     run_dir: Path | None = None
 

@@ -1,7 +1,7 @@
 """Sparse vs dense first layer on the same sampled mini-batches of a bag-of-words graph.
 
     python benchmarks/bench_sparse_first_layer.py [--dataset Physics] [--root ../shared/data]
-        [--batches 4] [--model dgi] [--threads 2]
+        [--batches 4] [--model dgi] [--num-layers N] [--threads 2]
 
 The same sampled batches (the preset's encoder, fan-out and batch size of ``--model``) go
 through one training step each with the features as agc keeps them (sparse CSR rows, a
@@ -82,6 +82,7 @@ def main() -> None:
     p.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "../shared/data"))
     p.add_argument("--model", default="dgi")
     p.add_argument("--batches", type=int, default=4)
+    p.add_argument("--num-layers", type=int, default=None, help="encoder layers (default: preset)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -92,8 +93,9 @@ def main() -> None:
     graph = load_graph(a.dataset, staged_root(a.dataset, root), cache)
     if not graph.sparse_features:
         raise SystemExit(f"{a.dataset}: features are dense; nothing to compare")
+    overrides = {} if a.num_layers is None else {"num_layers": a.num_layers}
     settings = load_settings({"dataset": a.dataset, "model": a.model, "mini_batch": True,
-                              "cache_dir": cache})  # fmt: skip
+                              "cache_dir": cache, **overrides})  # fmt: skip
     torch.manual_seed(0)
     model = build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
     # The sampled structure only: each step fetches its own feature rows.

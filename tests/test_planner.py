@@ -238,3 +238,16 @@ def test_session_applies_every_planner_choice_the_user_left_unset():
     assert given.infer_batch_size == 4 * 512  # the planner's rule follows the user's batch
     full, applied = plan_settings(load_settings({"mini_batch": False}), big, BIG_GPU)
     assert full.mini_batch is False and applied == []
+
+
+@pytest.mark.parametrize(("nodes", "degree", "dense"), [(400, 20.0, True), (50_000, 10.0, False)])
+def test_daegc_counts_the_reconstruction_the_model_computes(nodes, degree, dense):
+    from agc_cli.models.daegc import exact_reconstruction
+
+    graph = info(nodes, degree)
+    assert exact_reconstruction(nodes, graph.edges + nodes) is dense
+    terms = estimate(graph, load_settings({"model": "daegc"}))["full_batch_train"].components
+    assert ("dense reconstruction N×N" in terms) is dense
+    assert ("sampled reconstruction pairs" in terms) is not dense
+    if dense:
+        assert terms["dense reconstruction N×N"] == 2 * nodes * nodes * 4

@@ -8,14 +8,18 @@ trainable method, and that no dense ``[nodes, features]`` block is ever built.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from sampled_batches import tiny_graph
 
 from agc_cli.data.graph import Graph, row_normalize
 from agc_cli.engine.session import build_model
-from agc_cli.models import Encoder, GraphBatch, SparseMatrix, get_model_class
+from agc_cli.models import Encoder, GraphBatch, SparseMatrix, convs, get_model_class
 from agc_cli.models import sparse as sparse_module
+from agc_cli.models.convs import GCNConv
+from agc_cli.models.sparse import chain_matmul
 from agc_cli.sampling.loader import make_loader
 from agc_cli.settings import Settings
 
@@ -135,3 +139,165 @@ def test_sparse_feature_rows_reads_only_the_requested_rows_in_order():
     dense = graph.x.to_dense()[index]
     assert torch.equal(rows.to_dense(), dense)
     assert rows.values().numel() == int((dense != 0).sum())
+
+
+def _sparse_with_duplicates(
+    rows: int, cols: int, nnz: int, seed: int
+) -> tuple[SparseMatrix, torch.Tensor]:
+    """A random CSR matrix whose rows may repeat a column (the entries add up), leave rows
+    empty, and list columns in any order; and its dense equivalent."""
+    g = torch.Generator().manual_seed(seed)
+    row = torch.randint(0, max(rows // 2, 1), (nnz,), generator=g) * 2  # odd rows empty
+    col = torch.randint(0, cols, (nnz,), generator=g)
+    values = torch.rand(nnz, generator=g)
+    order = torch.argsort(row, stable=True)  # grouped by row, columns unsorted
+    crow = torch.zeros(rows + 1, dtype=torch.long)
+    torch.cumsum(torch.bincount(row, minlength=rows), 0, out=crow[1:])
+    matrix = SparseMatrix(crow, col[order], values[order], (rows, cols))
+    dense = torch.zeros(rows, cols).index_put_((row, col), values, accumulate=True)
+    return matrix, dense
+
+
+@pytest.mark.parametrize("blocked", [False, True], ids=["whole", "column-blocks"])
+@pytest.mark.parametrize("nnz", [0, 1, 300], ids=["all-zero", "one-entry", "duplicates"])
+def test_chained_sparse_products_and_their_gradient_equal_dense_ones(monkeypatch, blocked, nnz):
+    # A @ (X @ W): the GCN first layer on bag-of-words features, with empty rows in both
+    # matrices, repeated columns within a row, and an all-zero X.
+    if blocked:
+        monkeypatch.setattr(sparse_module, "BLOCK_BYTES", 64 * 4 * 40)
+        monkeypatch.setattr(sparse_module, "MIN_REUSE", 0)
+    x, x_dense = _sparse_with_duplicates(40, 30, nnz, seed=0)
+    a, a_dense = _sparse_with_duplicates(12, 40, 90, seed=1)
+    weight = torch.randn(30, 150, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    out = chain_matmul([a, x], weight)
+    expected = a_dense @ (x_dense @ weight)
+    torch.testing.assert_close(out, expected)
+    upstream = torch.randn(12, 150, generator=torch.Generator().manual_seed(3))
+    (grad,) = torch.autograd.grad(out, weight, upstream)
+    (want,) = torch.autograd.grad(expected, weight, upstream)
+    torch.testing.assert_close(grad, want)
+    if nnz == 0:
+        assert not out.any() and not grad.any()
+
+
+def test_chain_refuses_matrices_whose_shapes_do_not_chain():
+    a, _ = _sparse_with_duplicates(4, 6, 5, seed=0)
+    with pytest.raises(ValueError, match="do not chain"):
+        chain_matmul([a, a], torch.ones(6, 2))
+
+
+@pytest.mark.parametrize("cols", [30, 2**15, 2**15 + 1], ids=["int16", "int16-max", "int32"])
+def test_transpose_equals_dense_transpose_for_every_key_width(cols):
+    # The transpose sorts column ids in the narrowest integer type that holds them.
+    matrix, dense = _sparse_with_duplicates(20, cols, 120, seed=4)
+    if cols > 30:  # make the widest column id occur
+        matrix.col[-1] = cols - 1
+        dense = matrix.to_dense()
+    crow, col, values = matrix.transpose()
+    transposed = SparseMatrix(crow, col, values, (cols, 20)).to_dense()
+    torch.testing.assert_close(transposed, dense.T)
+
+
+def test_stacked_remapped_adjacency_computes_both_views_with_the_summed_gradient():
+    a, a_dense = _sparse_with_duplicates(10, 25, 60, seed=5)
+    perm = torch.randperm(25, generator=torch.Generator().manual_seed(0))
+    both = a.stack_remapped(perm)
+    assert both.shape == (20, 25)
+    t = torch.randn(25, 7, requires_grad=True)
+    out = both.matmul(t)
+    expected = torch.cat([a_dense @ t, a_dense @ t[perm]])
+    torch.testing.assert_close(out, expected)
+    upstream = torch.randn(20, 7)
+    (grad,) = torch.autograd.grad(out, t, upstream)
+    (want,) = torch.autograd.grad(expected, t, upstream)
+    torch.testing.assert_close(grad, want)
+
+
+@pytest.mark.parametrize("remap_cost", [0, 10**9], ids=["stacked", "permute-rows"])
+@pytest.mark.parametrize("gnn_type", GNN_TYPES)
+@pytest.mark.parametrize("features", ["sparse", "dense"])
+def test_forward_pair_equals_forward_on_features_and_on_permuted_features(
+    monkeypatch, gnn_type, features, remap_cost
+):
+    # DGI's clean and corrupted embeddings from one call: equal to two plain passes, with
+    # equal weight gradients, whichever way the first layer computes them.
+    monkeypatch.setattr(convs, "REMAP_COST", remap_cost)
+    graph = _sparse_graph()
+    torch.manual_seed(0)
+    encoder = Encoder(graph.num_features, 16, 2, gnn_type, heads=2 if gnn_type == "gat" else 1)
+    sparse, dense = _sampled_pair(graph, layers=2)
+    batch = sparse if features == "sparse" else dense
+    perm = torch.randperm(batch.num_nodes, generator=torch.Generator().manual_seed(1))
+    pos, neg = encoder.forward_pair(batch.x, batch, perm)
+    rows = dense.x[perm]
+    permuted = batch.with_features(
+        SparseMatrix.from_csr(rows.to_sparse_csr()) if features == "sparse" else rows
+    )
+    want_pos, want_neg = encoder(batch.x, batch), encoder(permuted.x, permuted)
+    torch.testing.assert_close(pos, want_pos)
+    torch.testing.assert_close(neg, want_neg)
+    loss = (pos * neg.flip(0)).sum() + pos.square().sum()
+    want = (want_pos * want_neg.flip(0)).sum() + want_pos.square().sum()
+    grads, expected = _grads(encoder, loss), _grads(encoder, want)
+    assert grads.keys() == expected.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected[name], msg=name)
+
+
+def test_gcn_on_sparse_features_never_materialises_the_transform(monkeypatch):
+    # The first GCN layer of a sampled bag-of-words batch is one chained product A (X W): the
+    # [sources, hidden] transform X W is never built (DGI's pair included).
+    def refuse(self, x):
+        raise AssertionError("transform computed")
+
+    monkeypatch.setattr(GCNConv, "transform", refuse)
+    graph = _sparse_graph()
+    torch.manual_seed(0)
+    model = get_model_class("dgi").from_settings(
+        graph.num_features, graph.num_nodes, graph.num_classes,
+        Settings(hidden_channels=16, num_layers=1, model="dgi"),
+    )  # fmt: skip
+    sparse, _ = _sampled_pair(graph, layers=1)
+    model.loss(sparse).loss.backward()
+    assert model.encoder.convs[0].weight.grad is not None
+    assert model.encoder(sparse.x, sparse).shape == (sparse.batch_size, 16)
+
+
+def test_sparse_feature_rows_of_empty_rows_and_of_no_rows():
+    words = torch.zeros(6, 5)
+    words[2, 1] = words[2, 4] = words[5, 0] = 1.0
+    graph = Graph.from_edge_index(
+        "empty-rows", torch.tensor([[0, 1], [1, 2]]), 6, words.to_sparse_csr()
+    )
+    index = torch.tensor([0, 2, 3, 5, 2])
+    rows = graph.sparse_feature_rows(index)
+    assert torch.equal(rows.to_dense(), words[index])
+    assert torch.equal(rows.crow_indices(), torch.tensor([0, 0, 2, 2, 3, 5]))
+    none = graph.sparse_feature_rows(torch.tensor([0, 3], dtype=torch.long))
+    assert none.values().numel() == 0 and none.shape == (2, 5)
+    assert graph.sparse_feature_rows(torch.empty(0, dtype=torch.long)).shape == (0, 5)
+    assert torch.equal(graph.feature_rows(index), words[index])
+
+
+def test_gcn_upper_layers_propagate_before_transforming_with_equal_outputs_and_gradients():
+    # Above the first layer a sampled batch has far fewer destinations than sources, so
+    # (A h) W replaces A (h W); the first layer keeps A (X W) for sparse and dense X alike.
+    graph = _sparse_graph()
+    torch.manual_seed(0)
+    encoder = Encoder(graph.num_features, 16, 2, "gcn")
+    assert [conv.reassociate for conv in encoder.convs] == [False, True]
+    reference = copy.deepcopy(encoder)
+    reference.convs[1].reassociate = False
+    sparse, _ = _sampled_pair(graph, layers=2)
+    assert sparse.block(1, 2).num_dst < sparse.block(1, 2).num_src
+
+    def refuse(x):
+        raise AssertionError("transformed every source")
+
+    encoder.convs[1].transform = refuse
+    z, want = encoder(sparse.x, sparse), reference(sparse.x, sparse)
+    torch.testing.assert_close(z, want)
+    grads, expected = _grads(encoder, z.square().sum()), _grads(reference, want.square().sum())
+    assert grads.keys() == expected.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected[name], msg=name)

@@ -177,6 +177,11 @@ SaveEvery = Annotated[
     int | None,
     _opt("--save-every", setting="save_every", help="Checkpoint every N epochs.", panel=OUTPUT),
 ]
+CheckpointInterval = Annotated[
+    float | None,
+    _opt("--checkpoint-interval", setting="checkpoint_interval", panel=OUTPUT,
+         help="Seconds at least between periodic checkpoints (0 = every --save-every epochs)."),
+]  # fmt: skip
 SaveEveryBatch = Annotated[
     int | None,
     _opt("--save-every-batch", setting="save_every_batch", help="Checkpoint every N batches.",

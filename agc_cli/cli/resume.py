@@ -21,6 +21,7 @@ def resume(
     device: o.Device = None,
     num_workers: o.NumWorkers = None,
     save_every: o.SaveEvery = None,
+    checkpoint_interval: o.CheckpointInterval = None,
     save_every_batch: o.SaveEveryBatch = None,
     patience: o.Patience = None,
     model: o.Model = None,
@@ -36,7 +37,8 @@ def resume(
 ) -> None:
     """Continue training exactly where the run stopped (settings come from the checkpoint).
 
-    --epochs, --device, --num-workers, --save-every*, --patience may change; settings that
+    --epochs, --device, --num-workers, --save-every*, --checkpoint-interval, --patience may
+    change; settings that
     change the model or the data are refused (exit code 4). --nproc-per-node may differ from
     the run's: the rest of the epoch is then re-sharded (noted).
     """

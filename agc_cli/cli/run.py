@@ -35,6 +35,7 @@ def run(
     patience: o.Patience = None,
     run_dir: o.RunDir = None,
     save_every: o.SaveEvery = None,
+    checkpoint_interval: o.CheckpointInterval = None,
     infer_batch_size: o.InferBatchSize = None,
     infer_fan_out: o.InferFanOut = None,
     runs: o.Runs = None,

@@ -41,6 +41,7 @@ def train(
     patience: o.Patience = None,
     run_dir: o.RunDir = None,
     save_every: o.SaveEvery = None,
+    checkpoint_interval: o.CheckpointInterval = None,
     save_every_batch: o.SaveEveryBatch = None,
     nproc_per_node: o.NprocPerNode = 1,
     verify: o.Verify = False,

@@ -304,7 +304,12 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
         if model in ("gae", "arga", "argva") and train:
             return {"decoder pairs (pos + neg)": int(2 * e * h * act_bytes if rows == n else 0)}
         if model == "daegc" and train and rows == n:
-            return {"dense reconstruction N×N": int(2 * n * n * 4)}
+            from agc_cli.models.daegc import exact_reconstruction
+
+            if exact_reconstruction(n, e + n):  # every pair's logit (and its gradient)
+                return {"dense reconstruction N×N": int(2 * n * n * 4)}
+            # Estimated from as many uniform pairs as positive ones: both ends' rows.
+            return {"sampled reconstruction pairs": int(2 * (e + n) * h * act_bytes)}
         if model == "ns4gc" and train:
             # The similarity block and its sigmoid, each kept for backward, plus the gradient.
             from agc_cli.models.ns4gc import DENSE_MAX_NODES as NS4GC_DENSE_MAX_NODES

@@ -20,7 +20,7 @@ from agc_cli.settings import load_settings
 
 # May change on resume (with a note): they affect speed, length or bookkeeping only.
 OVERRIDABLE = {"epochs", "device", "num_workers", "save_every", "save_every_batch",
-               "keep_checkpoints", "patience"}  # fmt: skip
+               "checkpoint_interval", "keep_checkpoints", "patience"}  # fmt: skip
 # Refused on resume: they change the model's shape, the data or the random streams.
 REFUSED = {"model", "gnn_type", "hidden_channels", "num_layers", "heads", "dataset", "seed",
            "n_clusters", "jk", "residual", "norm", "activation", "labeled_only"}  # fmt: skip

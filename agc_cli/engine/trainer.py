@@ -16,6 +16,7 @@ seeds; checkpoints hold every rank's RNG state and are written by rank 0 alone.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import signal
 import time
@@ -34,6 +35,7 @@ from agc_cli.engine.distributed import (
     DistContext,
     all_gather_objects,
     all_reduce_sum,
+    broadcast_object,
     wrap,
 )
 from agc_cli.engine.memory import MemoryMonitor, PeakMemory
@@ -71,6 +73,21 @@ class TrainState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+
+
+# best.pt states up to this size wait in memory for the next periodic checkpoint; larger ones
+# (a per-node embedding table) are written when they improve.
+BEST_IN_MEMORY_BYTES = 256 * 2**20
+
+
+def _nbytes(state: Any) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_nbytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_nbytes(v) for v in state)
+    return 0
 
 
 @dataclass
@@ -148,6 +165,8 @@ class Trainer:
         self.profiler = profiler or NullProfiler()
         self.max_steps = max_steps  # stop after this many batches (profiling)
         self._batches_run = 0
+        self._last_save = -math.inf  # monotonic time of the last periodic checkpoint
+        self._pending_best: dict[str, Any] | None = None  # best.pt not yet written
         self.notes: list[str] = []  # what loading a checkpoint changed (shown by the CLI)
         self._ddp: torch.nn.Module | None = None
         if self.dist.enabled:
@@ -236,12 +255,34 @@ class Trainer:
             return
         directory = self.run.checkpoints
         if kind == "best":
-            ckpt.save_checkpoint(directory / ckpt.BEST, state)
+            if self.settings.checkpoint_interval and _nbytes(state) <= BEST_IN_MEMORY_BYTES:
+                # Held until the next periodic checkpoint (or the end, or an interruption), so
+                # best.pt on disk always matches the best loss recorded in last.pt.
+                self._pending_best = copy.deepcopy(state)
+            else:
+                ckpt.save_checkpoint(directory / ckpt.BEST, state)
             return
+        self._flush_best()
+        self._last_save = time.monotonic()
         ckpt.save_checkpoint(directory / ckpt.LAST, state)
         if self.settings.keep_checkpoints:
             ckpt.save_checkpoint(directory / f"step-{self.state.step:08d}.pt", state)
             ckpt.prune(directory, self.settings.keep_checkpoints)
+
+    def _flush_best(self) -> None:
+        if self._pending_best is not None and self.run is not None:
+            ckpt.save_checkpoint(self.run.checkpoints / ckpt.BEST, self._pending_best)
+        self._pending_best = None
+
+    def _checkpoint_due(self) -> bool:
+        """Every ``save_every`` epochs, but no sooner than ``checkpoint_interval`` seconds after
+        the previous one (the first is always written)."""
+        s = self.settings
+        if not s.save_every or self.state.epoch % s.save_every:
+            return False
+        due = time.monotonic() - self._last_save >= s.checkpoint_interval
+        # Writing one is a collective: every rank follows rank 0's clock.
+        return bool(broadcast_object(due, self.dist))
 
     # ----- loop -------------------------------------------------------------------------------
 
@@ -266,6 +307,7 @@ class Trainer:
                         "SIGINT: abandoned mid-step; the last checkpoint written stands"
                     ) from None
                 self._interrupted(signal.SIGINT)
+            self._flush_best()  # a step limit ends the loop without a last checkpoint
         seconds = time.perf_counter() - t0
         done = max(self.state.epoch - start_epoch, 1)
         return TrainResult(
@@ -482,7 +524,7 @@ class Trainer:
         if improved:
             self.save("best")
         last_epoch = st.epoch == s.epochs or st.stopped_early
-        if (s.save_every and st.epoch % s.save_every == 0) or last_epoch:
+        if last_epoch or self._checkpoint_due():
             self.save()
         self.progress.epoch_end(epoch, record)
 

@@ -24,17 +24,39 @@ def mask_columns(x: Features, p: float, generator: torch.Generator | None) -> Fe
     return x * keep
 
 
+def mask_entries(x: Features, p: float, generator: torch.Generator | None) -> Features:
+    """Zero each feature entry with probability ``p`` (no rescaling), a mask per node.
+
+    Zeros stay zero, so only the non-zeros are drawn, in row-major order: a sparse batch and
+    its dense copy give the same view.
+    """
+    if isinstance(x, SparseMatrix):
+        keep = rng.uniform(x.values.numel(), x.values.device, generator) >= p
+        return x.with_values(x.values * keep.to(x.values.dtype))
+    nonzero = x != 0
+    keep = rng.uniform(int(nonzero.sum()), x.device, generator) >= p
+    mask = torch.zeros_like(nonzero)
+    mask[nonzero] = keep
+    return x * mask.to(x.dtype)
+
+
+MASKS = {"columns": mask_columns, "entries": mask_entries}
+
+
 def augmented_view(
     encoder: Encoder,
     batch: GraphBatch,
     edge_drop: float,
     feature_mask: float,
     generator: torch.Generator | None,
+    masking: str = "columns",
 ) -> Tensor:
-    """Encoder output on ``batch`` with a fraction of edges dropped and of columns masked.
+    """Encoder output on ``batch`` with a fraction of edges dropped and of features masked
+    (whole ``"columns"``, the CCA-SSG paper's, or single ``"entries"``, PyAGC's).
 
-    The edges are drawn first, then the columns, from the same generator.
+    The edges are drawn first, then the features, from the same generator.
     """
     view = batch.drop_edges(edge_drop, generator) if edge_drop > 0 else batch
-    x = mask_columns(batch.x, feature_mask, generator) if feature_mask > 0 else batch.x
+    mask = MASKS[masking]
+    x = mask(batch.x, feature_mask, generator) if feature_mask > 0 else batch.x
     return encoder(x, view)

@@ -26,7 +26,8 @@ class CCASSG(ClusteringModel):
     Args:
         encoder: the GNN; its last layer is plain (no activation), as in the paper's code.
         lambd: weight of the decorrelation terms (the paper's code and PyAGC use 1e-3).
-        feature_mask: fraction of feature columns masked in view 1 and view 2.
+        feature_mask: fraction of feature columns (or entries) masked in view 1 and view 2.
+        feature_masking: ``"columns"`` or ``"entries"`` (see :func:`augmented_view`).
         edge_drop: fraction of edges dropped in view 1 and view 2.
 
     Paper: https://arxiv.org/abs/2106.12484
@@ -40,12 +41,14 @@ class CCASSG(ClusteringModel):
         encoder: Encoder,
         lambd: float = 1e-3,
         feature_mask: Sequence[float] = (0.1, 0.1),
+        feature_masking: str = "columns",
         edge_drop: Sequence[float] = (0.4, 0.4),
     ):
         super().__init__()
         self.encoder = encoder
         self.lambd = lambd
         self.feature_mask = tuple(feature_mask)
+        self.feature_masking = feature_masking
         self.edge_drop = tuple(edge_drop)
 
     @classmethod
@@ -56,13 +59,15 @@ class CCASSG(ClusteringModel):
             Encoder.from_settings(in_channels, settings, plain_last=True),
             lambd=settings.lambd,
             feature_mask=settings.feature_mask,
+            feature_masking=settings.feature_masking,
             edge_drop=settings.edge_drop,
         )
 
     def loss(self, batch: GraphBatch) -> LossOutput:
         z1, z2 = (
             _standardise(augmented_view(self.encoder, batch, self.edge_drop[k],
-                                        self.feature_mask[k], self.generator))
+                                        self.feature_mask[k], self.generator,
+                                        self.feature_masking))
             for k in (0, 1)
         )  # fmt: skip
         n = z1.shape[0]

@@ -21,8 +21,9 @@ class DGI(ClusteringModel):
     A bilinear discriminator scores node embeddings against the summary
     ``sigmoid(mean of the embeddings)``; the negatives are the embeddings of a corrupted graph
     whose feature rows are shuffled. Since the encoder's first transform is row-wise, the
-    corrupted pass reuses the clean transform with its rows permuted (for GCN, by permuting
-    the first adjacency's columns instead of the transform's rows).
+    corrupted pass reuses the clean transform with its rows permuted (for GCN, the first layer
+    of both passes is one product with the adjacency stacked on a copy with its columns
+    permuted, see ``Encoder.forward_pair``).
 
     In a sampled batch the summary is the mean over the seeds and the shuffle permutes the
     features of all sampled nodes.
@@ -49,10 +50,8 @@ class DGI(ClusteringModel):
         return cls(Encoder.from_settings(in_channels, settings))
 
     def loss(self, batch: GraphBatch) -> LossOutput:
-        t = self.encoder.transform(0, batch.x)
-        pos = self.encoder.forward_transformed(t, batch)
-        perm = rng.randperm(t.shape[0], t.device, self.generator)
-        neg = self.encoder.forward_transformed(t, batch, source_perm=perm)
+        perm = rng.randperm(batch.x.shape[0], batch.device, self.generator)
+        pos, neg = self.encoder.forward_pair(batch.x, batch, perm)
         summary = torch.sigmoid(pos.mean(dim=0))
         w = self.weight @ summary
         # softplus(-s) = -log(sigmoid(s)): PyG's loss without its log epsilon.

@@ -150,7 +150,9 @@ class Encoder(nn.Module):
         for i in range(num_layers):
             width_in = in_channels if i == 0 else hidden_channels
             self.convs.append(
-                _make_conv(gnn_type, width_in, hidden_channels, heads, concat, residual, activation)
+                _make_conv(
+                    gnn_type, width_in, hidden_channels, heads, concat, residual, activation, i
+                )
             )
             plain = plain_last and i == num_layers - 1
             self.norms.append(nn.Identity() if plain else _make_norm(norm, hidden_channels))
@@ -188,7 +190,8 @@ class Encoder(nn.Module):
         ``x_src`` holds the block's source nodes, destinations first; in eval mode this is
         exactly what :meth:`forward` computes for those destinations.
         """
-        return self.layer_forward_transformed(i, self.transform(i, x_src), block)
+        # The conv's own forward: it may skip the transform of every source (see GCNConv).
+        return self._finish(i, self.convs[i](self._dropout(x_src), block))
 
     def layer_forward_transformed(self, i: int, t_src: Tensor, block: Block) -> Tensor:
         """:meth:`layer_forward` from the sources' transform ``t_src`` (row-wise: in eval mode
@@ -205,29 +208,44 @@ class Encoder(nn.Module):
 
     def forward(self, x: Features, batch: GraphBatch) -> Tensor:
         """Embeddings ``[batch_size, out_channels]`` of the seed nodes (all nodes in full-batch)."""
-        return self.forward_transformed(self.transform(0, x), batch)
+        # Labelled for `agc profile` (the "forward" stage of agc_cli.engine.profiling).
+        with record_function("agc::forward"):
+            h = self.convs[0](self._dropout(x), batch.block(0, self.num_layers))
+            return self._upper_layers(self._finish(0, h), batch)
+
+    def forward_pair(self, x: Features, batch: GraphBatch, perm: Tensor) -> tuple[Tensor, Tensor]:
+        """``(forward(x, batch), forward(x[perm], batch))`` with one dropout mask on ``x``:
+        DGI's clean and corrupted embeddings, whose first layer is computed as one (see
+        ``TransformPropagateConv.forward_pair``)."""
+        with record_function("agc::forward"):
+            block = batch.block(0, self.num_layers)
+            pos, neg = self.convs[0].forward_pair(self._dropout(x), block, perm)
+            return (
+                self._upper_layers(self._finish(0, pos), batch),
+                self._upper_layers(self._finish(0, neg), batch),
+            )
 
     def forward_transformed(
         self, t: Tensor, batch: GraphBatch, source_perm: Tensor | None = None
     ) -> Tensor:
         """:meth:`forward` from layer 0's transform ``t`` (see :meth:`transform`); with
         ``source_perm``, from ``t[source_perm]`` (row-permuted inputs, DGI's corruption)."""
-        # Labelled for `agc profile` (the "forward" stage of agc_cli.engine.profiling).
         with record_function("agc::forward"):
             block = batch.block(0, self.num_layers)
             if source_perm is None:
                 h = self.convs[0].propagate(t, block)
             else:
                 h = self.convs[0].propagate_permuted(t, block, source_perm)
-            h = self._finish(0, h)
-            outputs = [h]
-            for i in range(1, self.num_layers):
-                h = self.layer_forward(i, h, batch.block(i, self.num_layers))
-                outputs.append(h)
-            # Earlier layers also computed outer-hop nodes; JK combines the seeds' rows only.
-            return self.combine(
-                [out[: h.shape[0]] if len(out) > len(h) else out for out in outputs]
-            )
+            return self._upper_layers(self._finish(0, h), batch)
+
+    def _upper_layers(self, h: Tensor, batch: GraphBatch) -> Tensor:
+        """Layers ``1 ..`` on layer 0's output ``h``, then jumping knowledge."""
+        outputs = [h]
+        for i in range(1, self.num_layers):
+            h = self.layer_forward(i, h, batch.block(i, self.num_layers))
+            outputs.append(h)
+        # Earlier layers also computed outer-hop nodes; JK combines the seeds' rows only.
+        return self.combine([out[: h.shape[0]] if len(out) > len(h) else out for out in outputs])
 
     def _finish(self, i: int, h: Tensor) -> Tensor:
         return self.acts[i](self.norms[i](h))
@@ -299,9 +317,11 @@ def _make_conv(
     concat: bool | None,
     residual: bool,
     activation: str,
+    layer: int,
 ) -> TransformPropagateConv:
     if gnn_type == "gcn":
-        return GCNConv(in_channels, out_channels, residual=residual)
+        # Above the first layer the inputs are dense: (Â h) W may be cheaper than Â (h W).
+        return GCNConv(in_channels, out_channels, residual=residual, reassociate=layer > 0)
     if gnn_type == "sage":
         return SAGEConv(in_channels, out_channels)
     if gnn_type == "gin":

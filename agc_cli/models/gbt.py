@@ -29,7 +29,8 @@ class GraphBarlowTwins(ClusteringModel):
     Args:
         encoder: the GNN; its last layer is plain.
         edge_drop: fraction of edges dropped in view 1 and view 2.
-        feature_mask: fraction of feature columns masked in view 1 and view 2.
+        feature_mask: fraction of feature columns (or entries) masked in view 1 and view 2.
+        feature_masking: ``"columns"`` or ``"entries"`` (see :func:`augmented_view`).
 
     Paper: https://arxiv.org/abs/2106.02466
     """
@@ -42,11 +43,13 @@ class GraphBarlowTwins(ClusteringModel):
         encoder: Encoder,
         edge_drop: Sequence[float] = (0.2, 0.2),
         feature_mask: Sequence[float] = (0.2, 0.2),
+        feature_masking: str = "columns",
     ):
         super().__init__()
         self.encoder = encoder
         self.edge_drop = tuple(edge_drop)
         self.feature_mask = tuple(feature_mask)
+        self.feature_masking = feature_masking
 
     @classmethod
     def from_settings(
@@ -56,12 +59,18 @@ class GraphBarlowTwins(ClusteringModel):
             Encoder.from_settings(in_channels, settings, plain_last=True),
             edge_drop=settings.edge_drop,
             feature_mask=settings.feature_mask,
+            feature_masking=settings.feature_masking,
         )
 
     def loss(self, batch: GraphBatch) -> LossOutput:
         z1, z2 = (
             augmented_view(
-                self.encoder, batch, self.edge_drop[k], self.feature_mask[k], self.generator
+                self.encoder,
+                batch,
+                self.edge_drop[k],
+                self.feature_mask[k],
+                self.generator,
+                self.feature_masking,
             )
             for k in (0, 1)
         )

@@ -49,7 +49,8 @@ class NS4GC(ClusteringModel):
         threshold: similarity ``s`` above which a non-edge is penalised.
         tau: temperature of the sigmoid.
         edge_drop: fraction of edges dropped in view 1 and view 2.
-        feature_mask: fraction of feature columns masked in view 1 and view 2.
+        feature_mask: fraction of feature columns (or entries) masked in view 1 and view 2.
+        feature_masking: ``"columns"`` or ``"entries"`` (see :func:`augmented_view`).
 
     Paper: https://arxiv.org/abs/2408.03765
     """
@@ -66,6 +67,7 @@ class NS4GC(ClusteringModel):
         tau: float = 0.1,
         edge_drop: Sequence[float] = (0.2, 0.2),
         feature_mask: Sequence[float] = (0.2, 0.2),
+        feature_masking: str = "columns",
     ):
         super().__init__()
         self.encoder = encoder
@@ -75,6 +77,7 @@ class NS4GC(ClusteringModel):
         self.tau = tau
         self.edge_drop = tuple(edge_drop)
         self.feature_mask = tuple(feature_mask)
+        self.feature_masking = feature_masking
 
     @classmethod
     def from_settings(
@@ -88,6 +91,7 @@ class NS4GC(ClusteringModel):
             tau=settings.tau,
             edge_drop=settings.edge_drop,
             feature_mask=settings.feature_mask,
+            feature_masking=settings.feature_masking,
         )
 
     def readout(self, h: Tensor) -> Tensor:
@@ -97,7 +101,12 @@ class NS4GC(ClusteringModel):
         z1, z2 = (
             self.readout(
                 augmented_view(
-                    self.encoder, batch, self.edge_drop[k], self.feature_mask[k], self.generator
+                    self.encoder,
+                    batch,
+                    self.edge_drop[k],
+                    self.feature_mask[k],
+                    self.generator,
+                    self.feature_masking,
                 )
             )
             for k in (0, 1)

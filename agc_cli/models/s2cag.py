@@ -195,8 +195,11 @@ class MS2CAG(S2CAG):
         return cls(num_nodes, **cls._options(num_classes, settings), gamma=settings.gamma)
 
     def readout(self, h: Tensor) -> Tensor:
-        """Leading eigenvectors of ``Z Zᵀ - gamma d dᵀ / (1ᵀ d)``."""
+        """Leading eigenvectors of ``Ẑ Ẑᵀ - gamma d dᵀ / (1ᵀ d)``, ``Ẑ`` the rows of ``Z``
+        scaled to unit length (the paper's normalised smoothed representation; zero rows stay
+        zero)."""
         self._check_every_node(h)
+        h = torch.nn.functional.normalize(h, dim=1)
         # d = Z Zᵀ 1 without the n x n product; 1ᵀ d = |Zᵀ 1|² is never negative.
         column_sums = h.sum(dim=0)
         degree = h @ column_sums

@@ -291,3 +291,20 @@ def test_bench_validates_before_work(capsys, tmp_path, args):
     r = run_agc(capsys, "bench", *args, "--out", str(tmp_path / "grid"))
     assert r.code == 2, r.err
     assert not (tmp_path / "grid").exists()
+
+
+def test_an_interrupted_cell_tells_to_rerun_the_bench_not_to_resume_the_cell(
+    capsys, tmp_path, monkeypatch
+):
+    from agc_cli.errors import InterruptedRun
+
+    def interrupted(settings, graph=None):
+        raise InterruptedRun(
+            "SIGINT: stopped at epoch 3, batch 1; checkpoint written; "
+            f"continue with: agc resume {settings.run_dir}"
+        )
+
+    monkeypatch.setattr(jobs, "run_job", interrupted)
+    r = _bench(capsys, tmp_path / "grid")
+    assert r.code == 130
+    assert "rerun the same agc bench command" in r.err and "agc resume" not in r.err

@@ -7,7 +7,7 @@ from pathlib import Path
 from agc_cli.cli import common, jobs, render
 from agc_cli.cli import options as o
 from agc_cli.cli.results import BenchReport
-from agc_cli.errors import UsageError
+from agc_cli.errors import InterruptedRun, UsageError
 
 
 def bench(
@@ -58,7 +58,14 @@ def bench(
         render.emit({"cells": [c.__dict__ | {"run_dir": c.folder(out)} for c in cells]},
                     _show_cells)  # fmt: skip
         return
-    render.emit(jobs.run_grid(cells, flags, config, out, table, metric, tolerance), show)
+    try:
+        report = jobs.run_grid(cells, flags, config, out, table, metric, tolerance)
+    except InterruptedRun as exc:  # the cell's own hint names `agc resume`: the grid reruns
+        raise InterruptedRun(
+            f"{str(exc).split('; continue with')[0]}; the grid keeps every finished cell: "
+            f"rerun the same agc bench command (--out {out}) to continue"
+        ) from None
+    render.emit(report, show)
 
 
 def _names(text: str, what: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -60,3 +62,15 @@ def augmented_view(
     mask = MASKS[masking]
     x = mask(batch.x, feature_mask, generator) if feature_mask > 0 else batch.x
     return encoder(x, view)
+
+
+def two_views(model: Any, batch: GraphBatch) -> tuple[Tensor, Tensor]:
+    """``model.encoder``'s outputs on two augmented views of ``batch``, view 1 drawn first,
+    with the model's ``edge_drop``, ``feature_mask`` (one rate per view), ``feature_masking``
+    and ``generator``."""
+    first, second = (
+        augmented_view(model.encoder, batch, model.edge_drop[k], model.feature_mask[k],
+                       model.generator, model.feature_masking)
+        for k in (0, 1)
+    )  # fmt: skip
+    return first, second

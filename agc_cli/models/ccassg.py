@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from agc_cli.models.augment import augmented_view
+from agc_cli.models.augment import two_views
 from agc_cli.models.base import ClusteringModel, LossOutput
 from agc_cli.models.batch import GraphBatch
 from agc_cli.models.encoder import Encoder
@@ -27,7 +27,7 @@ class CCASSG(ClusteringModel):
         encoder: the GNN; its last layer is plain (no activation), as in the paper's code.
         lambd: weight of the decorrelation terms (the paper's code and PyAGC use 1e-3).
         feature_mask: fraction of feature columns (or entries) masked in view 1 and view 2.
-        feature_masking: ``"columns"`` or ``"entries"`` (see :func:`augmented_view`).
+        feature_masking: ``"columns"`` or ``"entries"`` (see :mod:`agc_cli.models.augment`).
         edge_drop: fraction of edges dropped in view 1 and view 2.
 
     Paper: https://arxiv.org/abs/2106.12484
@@ -64,12 +64,7 @@ class CCASSG(ClusteringModel):
         )
 
     def loss(self, batch: GraphBatch) -> LossOutput:
-        z1, z2 = (
-            _standardise(augmented_view(self.encoder, batch, self.edge_drop[k],
-                                        self.feature_mask[k], self.generator,
-                                        self.feature_masking))
-            for k in (0, 1)
-        )  # fmt: skip
+        z1, z2 = (_standardise(z) for z in two_views(self, batch))
         n = z1.shape[0]
         eye = torch.eye(z1.shape[1], device=z1.device)
         invariance = -torch.sum(z1 * z2) / n

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from agc_cli.models.augment import augmented_view
+from agc_cli.models.augment import two_views
 from agc_cli.models.base import ClusteringModel, LossOutput
 from agc_cli.models.batch import GraphBatch
 from agc_cli.models.encoder import Encoder
@@ -30,7 +30,7 @@ class GraphBarlowTwins(ClusteringModel):
         encoder: the GNN; its last layer is plain.
         edge_drop: fraction of edges dropped in view 1 and view 2.
         feature_mask: fraction of feature columns (or entries) masked in view 1 and view 2.
-        feature_masking: ``"columns"`` or ``"entries"`` (see :func:`augmented_view`).
+        feature_masking: ``"columns"`` or ``"entries"`` (see :mod:`agc_cli.models.augment`).
 
     Paper: https://arxiv.org/abs/2106.02466
     """
@@ -63,17 +63,7 @@ class GraphBarlowTwins(ClusteringModel):
         )
 
     def loss(self, batch: GraphBatch) -> LossOutput:
-        z1, z2 = (
-            augmented_view(
-                self.encoder,
-                batch,
-                self.edge_drop[k],
-                self.feature_mask[k],
-                self.generator,
-                self.feature_masking,
-            )
-            for k in (0, 1)
-        )
+        z1, z2 = two_views(self, batch)
         invariance, redundancy = barlow_twins_terms(z1, z2)
         weight = 1.0 / z1.shape[1]
         return LossOutput(

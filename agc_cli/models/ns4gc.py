@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from agc_cli.models import rng
-from agc_cli.models.augment import augmented_view
+from agc_cli.models.augment import two_views
 from agc_cli.models.base import ClusteringModel, LossOutput
 from agc_cli.models.batch import GraphBatch
 from agc_cli.models.encoder import Encoder
@@ -50,7 +50,7 @@ class NS4GC(ClusteringModel):
         tau: temperature of the sigmoid.
         edge_drop: fraction of edges dropped in view 1 and view 2.
         feature_mask: fraction of feature columns (or entries) masked in view 1 and view 2.
-        feature_masking: ``"columns"`` or ``"entries"`` (see :func:`augmented_view`).
+        feature_masking: ``"columns"`` or ``"entries"`` (see :mod:`agc_cli.models.augment`).
 
     Paper: https://arxiv.org/abs/2408.03765
     """
@@ -98,19 +98,7 @@ class NS4GC(ClusteringModel):
         return F.normalize(h, dim=-1)
 
     def loss(self, batch: GraphBatch) -> LossOutput:
-        z1, z2 = (
-            self.readout(
-                augmented_view(
-                    self.encoder,
-                    batch,
-                    self.edge_drop[k],
-                    self.feature_mask[k],
-                    self.generator,
-                    self.feature_masking,
-                )
-            )
-            for k in (0, 1)
-        )
+        z1, z2 = (self.readout(z) for z in two_views(self, batch))
         src, dst = batch.seed_block().edge_index
         not_loop = src != dst
         edges = torch.stack([src[not_loop], dst[not_loop]])

@@ -80,7 +80,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "epochs": 300,
         },
         # PyAGC's Photo configuration (benchmark/DMoN/train.conf.yaml; ELU for its SELU):
-        # 60.36 ± 2.27 (agc bench, 5 seeds) against 56.95 ± 1.92 with the default above. On Cora PyAGC's values measured lower (38.26).
+        # 60.36 ± 2.27 (agc bench, 5 seeds) against 56.95 ± 1.92 with the default above. On
+        # Cora PyAGC's values measured lower (38.26, 3 seeds).
         "Photo": {
             "hidden_channels": 64,
             "num_layers": 2,

@@ -49,6 +49,14 @@ class DivergedError(AgcError):
 
 
 class InterruptedRun(AgcError):
-    """Training was interrupted by a signal; a checkpoint was written."""
+    """Training was interrupted by a signal; a checkpoint was written.
+
+    ``stopped`` says where it stopped, without the way to continue (a caller that continues
+    differently, as ``agc bench`` does, words its own hint around it).
+    """
 
     exit_code = 130
+
+    def __init__(self, message: str, stopped: str | None = None):
+        super().__init__(message)
+        self.stopped = stopped or message

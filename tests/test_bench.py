@@ -299,12 +299,11 @@ def test_an_interrupted_cell_tells_to_rerun_the_bench_not_to_resume_the_cell(
     from agc_cli.errors import InterruptedRun
 
     def interrupted(settings, graph=None):
-        raise InterruptedRun(
-            "SIGINT: stopped at epoch 3, batch 1; checkpoint written; "
-            f"continue with: agc resume {settings.run_dir}"
-        )
+        stopped = "SIGINT: stopped at epoch 3, batch 1; checkpoint written"
+        raise InterruptedRun(f"{stopped}; continue with: agc resume {settings.run_dir}", stopped)
 
     monkeypatch.setattr(jobs, "run_job", interrupted)
     r = _bench(capsys, tmp_path / "grid")
     assert r.code == 130
     assert "rerun the same agc bench command" in r.err and "agc resume" not in r.err
+    assert "stopped at epoch 3, batch 1" in r.err

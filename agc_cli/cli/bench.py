@@ -60,10 +60,10 @@ def bench(
         return
     try:
         report = jobs.run_grid(cells, flags, config, out, table, metric, tolerance)
-    except InterruptedRun as exc:  # the cell's own hint names `agc resume`: the grid reruns
+    except InterruptedRun as exc:  # a grid continues by rerunning, not by `agc resume`
         raise InterruptedRun(
-            f"{str(exc).split('; continue with')[0]}; the grid keeps every finished cell: "
-            f"rerun the same agc bench command (--out {out}) to continue"
+            f"{exc.stopped}; the grid keeps every finished cell: rerun the same agc bench "
+            f"command (--out {out}) to continue"
         ) from None
     render.emit(report, show)
 

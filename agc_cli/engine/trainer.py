@@ -558,7 +558,8 @@ class Trainer:
         self.save()
         where = f" {self.run.path}" if self.run is not None else ""
         name = signal.Signals(signum).name
-        raise InterruptedRun(
+        stopped = (
             f"{name}: stopped at epoch {self.state.epoch + 1}, batch {self.state.batch}; "
-            f"checkpoint written; continue with: agc resume{where}"
+            "checkpoint written"
         )
+        raise InterruptedRun(f"{stopped}; continue with: agc resume{where}", stopped=stopped)

@@ -288,7 +288,14 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
         for i in range(layers):
             rows = sum(hop_nodes[: layers - i + 1]) if hop_nodes else n
             layer_edges = sum(edges[: layers - i]) if edges else e + n
-            per_layer = rows * h * act_bytes * (TRAIN_TENSORS_PER_LAYER if train else 1)
+            if hop_nodes and i > 0 and gnn == "gcn" and not settings.residual:
+                # GCNConv reassociates a sampled batch's upper layers, (Â H) W: only the
+                # input (and its dropout) has a row per source; the rest one per destination.
+                dst = sum(hop_nodes[: layers - i])
+                tensors = TRAIN_TENSORS_PER_LAYER if train else 1
+                per_layer = (rows + dst * (tensors - 1)) * h * act_bytes
+            else:
+                per_layer = rows * h * act_bytes * (TRAIN_TENSORS_PER_LAYER if train else 1)
             if gnn in ("gat", "gatv2"):
                 per_layer += layer_edges * (h * act_bytes + heads * 3 * 4)
             total += per_layer

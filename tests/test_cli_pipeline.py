@@ -94,6 +94,15 @@ def test_cluster_errors(capsys, tmp_path):
     assert r.code == 3 and "agc infer" in r.err  # no embeddings yet
 
 
+def test_train_refuses_a_non_parametric_method_before_loading(capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    r = run_agc(capsys, "train", "--model", "ssgc", "--dataset", "sbm-small",
+                "--run-dir", str(run_dir))  # fmt: skip
+    assert r.code == 2 and "non-parametric" in r.err and "agc run --model ssgc" in r.err
+    assert len(r.err.strip().splitlines()) == 1 and r.out == ""
+    assert not run_dir.exists()  # refused before a run directory (or the data) was touched
+
+
 def test_run_main_job_summary(capsys, tmp_path):
     r = run_agc(capsys, "run", "--dataset", TINY, "--hidden-channels", "16", "--epochs", "5",
                 "--runs", "2", "--run-dir", str(tmp_path / "run"))  # fmt: skip

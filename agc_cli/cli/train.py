@@ -61,6 +61,9 @@ def train(
     flags = o.settings_flags(locals())
     settings = load_settings(flags, config)
     common.validate_static(settings, processes=nproc_per_node)
+    from agc_cli.engine.session import check_trainable
+
+    check_trainable(settings)
     if dry_run:
         render.emit(common.dry_run(settings, flags, config), common.show_dry_run)
         return

@@ -155,6 +155,15 @@ def plan_without_data(settings: Settings) -> tuple[Settings, list[Applied]]:
     return planned.model_copy(update=resolved), applied
 
 
+def check_trainable(settings: Settings) -> None:
+    """Refuse to train a non-parametric method (before any data is loaded)."""
+    if not getattr(get_model_class(settings.model), "trainable", True):
+        raise UsageError(
+            f"model: {settings.model} is non-parametric (nothing to train); "
+            f"`agc run --model {settings.model}` embeds and clusters it in one step"
+        )
+
+
 def check_data_parallel(settings: Settings) -> None:
     """Refuse what data-parallel training cannot do (before any process group is joined)."""
     if settings.mini_batch is False:

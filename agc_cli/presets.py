@@ -114,6 +114,27 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "Photo": {"hidden_channels": 64},
         "Physics": {"hidden_channels": 32},
     },
+    # PyAGC's benchmark/Neuromap/train.conf.yaml (selu there; agc's encoders offer elu);
+    # lambd is the collapse weight (PyAGC's lam). PyAGC drops out between layers only, so its
+    # one-layer Cora encoder has no dropout; agc's would drop input features (Cora NMI 37.7
+    # with 0.5, 41.8 without; seed 0, `agc run`).
+    "neuromap": {
+        "default": {
+            "gnn_type": "gcn",
+            "hidden_channels": 512,
+            "num_layers": 2,
+            "activation": "elu",
+            "dropout": 0.5,
+            "lr": 1e-3,
+            "weight_decay": 1e-5,
+            "epochs": 1000,
+            "patience": 50,
+            "lambd": 1.0,
+        },
+        "Cora": {"hidden_channels": 64, "num_layers": 1, "dropout": 0.0, "lambd": 5.0},
+        "Photo": {"hidden_channels": 256, "norm": "batch"},
+        "Physics": {"hidden_channels": 32},
+    },
     "magi": {
         "default": {
             "gnn_type": "gcn",
@@ -263,6 +284,37 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "patience": 5,
         },  # fmt: skip
     },
+    # PyAGC's benchmark configuration (benchmark/Node2Vec/train.conf.yaml): 10-node walks
+    # (walk_length counts steps here), one 10-node window each, one negative window. PyAGC
+    # trains its small graphs' tables with dense Adam; agc's table is sparse (SparseAdam).
+    "node2vec": {
+        "default": {
+            "hidden_channels": 128,
+            "num_layers": 1,
+            "num_walks": 10,
+            "walk_length": 9,
+            "context_size": 10,
+            "walk_p": 1.0,
+            "walk_q": 1.0,
+            "negatives": 1,
+            "lr": 1e-2,
+            "weight_decay": 0.0,
+            "epochs": 100,
+            "patience": 20,
+            "mini_batch": True,
+            "batch_size": 128,
+            "fan_out": 1,
+            "normalize_embeddings": True,
+            "force_full_batch_inference": True,
+        },
+        "Photo": {"batch_size": 256},
+        "Physics": {"batch_size": 512},
+        "Flickr": {"epochs": 50, "batch_size": 512},
+        "ArXiv": {"epochs": 50, "batch_size": 256},
+        "Reddit": {"epochs": 20, "batch_size": 512},
+        "Products": {"epochs": 20, "batch_size": 16384},
+        "Papers100M": {"epochs": 1, "batch_size": 32768, "patience": 5},
+    },
     # GAE's and VGAE's presets (the reference's 32-wide GCN layers; lr is the reconstruction
     # optimizer's). The discriminator's width, its rate and the encoder's adversarial rate are
     # constants in agc_cli/models/arga.py. Cora, seed 0 (`agc run`): ARGA NMI 49.4 (47.6 with
@@ -344,6 +396,28 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # bench, 5 seeds) against 52.25 with these (benchmarks/quality_nonparametric.py).
         "Photo": {"num_layers": 4, "alpha": 1.5},
         "Physics": {"num_layers": 50, "alpha": 1.2},
+    },
+    # PyAGC's benchmark configuration (benchmark/SAGSC/train.conf.yaml; p = num_layers).
+    "sagsc": {
+        "default": {
+            "num_layers": 2,
+            "bias": 2**-0.5,
+            "subspace_iterations": 50,
+            "normalize_embeddings": True,
+            "force_full_batch_inference": True,
+        },
+        "Cora": {"num_layers": 5},
+        "Physics": {"num_layers": 50},
+    },
+    # PyAGC's NAFS defaults (K = 20, r in 0..0.5, concatenated); it has no benchmark config.
+    "nafs": {
+        "default": {
+            "num_layers": 20,
+            "r_list": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+            "ensemble": "concat",
+            "normalize_embeddings": True,
+            "force_full_batch_inference": True,
+        },
     },
 }
 

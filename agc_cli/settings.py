@@ -129,7 +129,8 @@ class Settings(BaseSettings):
     )
     lambd: float = Field(
         1.0, ge=0.0,
-        description="NS4GC: weight of the neighbour term; MinCut: of the orthogonality term",
+        description="NS4GC: weight of the neighbour term; MinCut: of the orthogonality term; "
+        "Neuromap: of the collapse term",
     )  # fmt: skip
     threshold: float = Field(
         0.6, ge=-1.0, le=1.0, description="NS4GC: similarity threshold s of the sparsity term"
@@ -148,6 +149,12 @@ class Settings(BaseSettings):
     )
     num_walks: int = Field(20, ge=1, description="MAGI: random walks per node")
     walk_length: int = Field(4, ge=1, description="MAGI: steps per random walk")
+    context_size: int = Field(
+        5, ge=2, description="Node2Vec: nodes per skip-gram window, at most walk_length + 1"
+    )
+    walk_p: float = Field(1.0, gt=0.0, description="Node2Vec: return parameter p of the walks")
+    walk_q: float = Field(1.0, gt=0.0, description="Node2Vec: in-out parameter q of the walks")
+    negatives: int = Field(1, ge=1, description="Node2Vec: negative windows per positive one")
     alpha: float = Field(
         0.05,
         ge=0.0,
@@ -156,6 +163,17 @@ class Settings(BaseSettings):
     )
     subspace_iterations: int = Field(
         50, ge=1, description="S2CAG/M-S2CAG: iterations of the randomized spectral solver"
+    )
+    bias: float = Field(
+        2**-0.5, ge=0.0, description="SAGSC: bias c of the quadratic kernel (u·v + c)²"
+    )
+    r_list: list[float] = Field(
+        [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+        min_length=1,
+        description="NAFS: exponents r of the operators D̃^(r-1) Ã D̃^(-r), one smoothing each",
+    )
+    ensemble: Literal["concat", "mean", "max"] = Field(
+        "concat", description="NAFS: how the smoothings of r_list combine"
     )
 
     # training

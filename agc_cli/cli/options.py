@@ -28,7 +28,7 @@ OUTPUT = "Output"
 # `--help` and the check of --model need no torch; tests/test_discover.py keeps them equal.
 MODEL_NAMES = ("dgi", "gae", "ccassg", "dmon", "magi", "daegc", "sgc", "ssgc", "s2cag",
                "ms2cag", "ns4gc", "dinknet", "gbt", "vgae", "kmeans", "mincut", "s3gc", "arga",
-               "argva")  # fmt: skip
+               "argva", "neuromap", "sagsc", "nafs", "node2vec")  # fmt: skip
 
 _PRESET_KEYS = {key for method in PRESETS.values() for entry in method.values() for key in entry}
 

@@ -273,6 +273,7 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
         count += {
             "dgi": h * h,
             "dmon": h * (settings.n_clusters or info.classes or 16),
+            "neuromap": h * (settings.n_clusters or info.classes or 16),  # its head, as DMoN's
             "s3gc": f * h,  # its second head
         }.get(model, 0)
         if model in ("arga", "argva"):  # the discriminator, with its own Adam
@@ -328,6 +329,21 @@ def estimate(info: GraphInfo, settings: Settings, mini_batch_size: int | None = 
     def resident(rows: int, train: bool, mini: bool) -> dict[str, int]:
         """Terms of a method that holds per-node state whatever the mode (S3GC: its per-node
         table, the precomputed ÃX and S_k X, and its walk windows' gathered rows)."""
+        if model == "nafs" and not train:
+            # Whole-graph smoothing: the densified features, the current hop, the next and the
+            # weighted sum, plus one result per r (concatenated or stacked).
+            return {"smoothed features (per r)": (len(settings.r_list) + 4) * n * f * 4}
+        if model == "node2vec":
+            # Its table (with SparseAdam's two moments when training) and, per step, each
+            # window's gathered rows, their centre products and the rows' gradient.
+            terms = {"per-node table (+ SparseAdam moments)" if train else "per-node table":
+                     n * h * 4 * (3 if train else 1)}  # fmt: skip
+            if train:
+                size = settings.context_size
+                windows = rows * settings.num_walks * max(settings.walk_length + 2 - size, 1)
+                gathered = windows * (1 + settings.negatives) * size * h * act_bytes
+                terms["walk windows (gathered rows, kept for backward)"] = 3 * gathered
+            return terms
         if model != "s3gc":
             return {}
         from agc_cli.models.s3gc import MLP_MIN_NODES

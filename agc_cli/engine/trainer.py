@@ -113,17 +113,21 @@ def build_optimizer(
     that do not require gradients are the model's own business (ARGA's discriminator trains
     itself). Sparse embedding tables (``nn.Embedding(sparse=True)``, S3GC's per-node table) get
     sparse gradients, which Adam refuses: they go to SparseAdam (Adam on the rows a step
-    touches; no weight decay), stepped together with the dense Adam.
+    touches; no weight decay), stepped together with the dense Adam, if any (Node2Vec is a
+    table alone).
     """
     sparse = {
         id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse
     }
     trained = [p for p in model.parameters() if p.requires_grad]
-    adam = torch.optim.Adam(
-        [p for p in trained if id(p) not in sparse], lr=settings.lr,
-        weight_decay=settings.weight_decay, fused=torch.device(device).type in ("cpu", "cuda"),
-    )  # fmt: skip
+    dense = [p for p in trained if id(p) not in sparse]
     tables = [p for p in trained if id(p) in sparse]
+    if tables and not dense:
+        return JointOptimizer(sparse=torch.optim.SparseAdam(tables, lr=settings.lr))
+    adam = torch.optim.Adam(
+        dense, lr=settings.lr, weight_decay=settings.weight_decay,
+        fused=torch.device(device).type in ("cpu", "cuda"),
+    )  # fmt: skip
     if not tables:
         return adam
     return JointOptimizer(dense=adam, sparse=torch.optim.SparseAdam(tables, lr=settings.lr))

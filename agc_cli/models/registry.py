@@ -14,11 +14,15 @@ from agc_cli.models.gae import GAE
 from agc_cli.models.gbt import GraphBarlowTwins
 from agc_cli.models.magi import MAGI
 from agc_cli.models.mincut import MinCut
+from agc_cli.models.nafs import NAFS
+from agc_cli.models.neuromap import Neuromap
+from agc_cli.models.node2vec import Node2Vec
 from agc_cli.models.ns4gc import NS4GC
 from agc_cli.models.propagation import SGC, SSGC
 from agc_cli.models.raw_features import KMeansBaseline
 from agc_cli.models.s2cag import MS2CAG, S2CAG
 from agc_cli.models.s3gc import S3GC
+from agc_cli.models.sagsc import SAGSC
 from agc_cli.models.vgae import VGAE
 
 MODELS: dict[str, type[ClusteringModel]] = {
@@ -43,6 +47,10 @@ MODELS: dict[str, type[ClusteringModel]] = {
         S3GC,
         ARGA,
         ARGVA,
+        Neuromap,
+        SAGSC,
+        NAFS,
+        Node2Vec,
     )
 }
 

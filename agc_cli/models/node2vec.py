@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agc_cli.data.graph import Graph, to_csc
+from agc_cli.data.graph import Graph
 from agc_cli.errors import UsageError
 from agc_cli.models import rng
 from agc_cli.models.base import ClusteringModel, LossOutput
 from agc_cli.models.batch import Block, Features, GraphBatch
+from agc_cli.models.walks import seed_walks
 
 
 class NodeTable(nn.Module):
@@ -132,20 +133,9 @@ class Node2Vec(ClusteringModel):
     def walks(self, batch: GraphBatch) -> Tensor:
         """``[B * num_walks, walk_length + 1]`` global node ids of the walks from the batch's
         seeds (``num_walks`` consecutive rows per seed)."""
-        seeds = batch.n_id[: batch.batch_size]
-        if self._graph is not None:
-            colptr, row = self._graph.colptr, self._graph.row
-            start, to_global = seeds, None
-        else:
-            colptr, row = to_csc(batch.edge_index.cpu(), batch.num_nodes, undirected=False)
-            start, to_global = torch.arange(batch.batch_size), batch.n_id
-        device = self.generator.device if self.generator is not None else colptr.device
-        walks = self.tool("random_walk")(
-            colptr.to(device), row.to(device),
-            start.to(device).repeat_interleave(self.num_walks), self.walk_length, self.generator,
-            p=self.p, q=self.q,
-        ).to(batch.device)  # fmt: skip
-        return walks if to_global is None else to_global[walks]
+        return seed_walks(
+            self, batch, self._graph, self.num_walks, self.walk_length, p=self.p, q=self.q
+        )
 
     def windows(self, batch: GraphBatch) -> tuple[Tensor, Tensor]:
         """``(positive [P, context_size], negative [P * negatives, context_size])`` windows of

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agc_cli.data.graph import Graph, to_csc
+from agc_cli.data.graph import Graph
 from agc_cli.errors import UsageError
 from agc_cli.models import rng
 from agc_cli.models.base import ClusteringModel, LossOutput
@@ -16,6 +16,7 @@ from agc_cli.models.batch import Block, Features, GraphBatch
 from agc_cli.models.encoder import make_activation
 from agc_cli.models.propagation import check_num_layers, propagate
 from agc_cli.models.sparse import SparseMatrix
+from agc_cli.models.walks import seed_walks
 
 # From this many nodes on the heads f and g are two-layer MLPs instead of linear maps (PyAGC's
 # split between its small and medium S3GC encoders).
@@ -241,19 +242,7 @@ class S3GC(ClusteringModel):
             ``B`` seeds: the nodes each of an anchor's walks visits, and uniform draws.
         """
         seeds = batch.n_id[: batch.batch_size]
-        if self._graph is not None:
-            colptr, row = self._graph.colptr, self._graph.row
-            start, to_global = seeds, None
-        else:
-            colptr, row = to_csc(batch.edge_index.cpu(), batch.num_nodes, undirected=False)
-            start, to_global = torch.arange(batch.batch_size), batch.n_id
-        device = self.generator.device if self.generator is not None else colptr.device
-        walks = self.tool("random_walk")(
-            colptr.to(device), row.to(device),
-            start.to(device).repeat_interleave(self.num_walks), self.walk_length, self.generator,
-        ).to(batch.device)  # fmt: skip
-        if to_global is not None:
-            walks = to_global[walks]
+        walks = seed_walks(self, batch, self._graph, self.num_walks, self.walk_length)
         positives = walks[:, 1:].reshape(seeds.numel(), self.num_walks, self.walk_length)
         negatives = rng.randint(
             batch.total_nodes, tuple(positives.shape), batch.device, self.generator

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from agc_cli.engine import runtime
+from agc_cli.utils import cores
 
 
 @pytest.fixture(autouse=True)
@@ -22,22 +23,22 @@ def affinity() -> int:
 
 
 def test_threads_are_cores_divided_by_processes_without_a_quota(monkeypatch):
-    monkeypatch.setattr(runtime, "_cgroup_cpu_quota", lambda: None)
-    assert runtime.available_cores() == affinity()
+    monkeypatch.setattr(cores, "cgroup_cpu_quota", lambda: None)
+    assert cores.available_cores() == affinity()
     assert runtime.configure_threads(1) == affinity() == torch.get_num_threads()
     assert runtime.configure_threads(affinity() * 4) == 1  # at least one
 
 
 @pytest.mark.parametrize("quota", [0.5, 1.0, 1.5])
 def test_a_cgroup_quota_caps_the_threads(monkeypatch, quota):
-    monkeypatch.setattr(runtime, "_cgroup_cpu_quota", lambda: quota)
-    assert runtime.available_cores() == 1
+    monkeypatch.setattr(cores, "cgroup_cpu_quota", lambda: quota)
+    assert cores.available_cores() == 1
     assert runtime.configure_threads(1) == 1 == torch.get_num_threads()
 
 
 def test_a_quota_above_the_affinity_changes_nothing(monkeypatch):
-    monkeypatch.setattr(runtime, "_cgroup_cpu_quota", lambda: affinity() + 8.0)
-    assert runtime.available_cores() == affinity()
+    monkeypatch.setattr(cores, "cgroup_cpu_quota", lambda: affinity() + 8.0)
+    assert cores.available_cores() == affinity()
 
 
 def test_cgroup_cpu_quota_files_are_read(monkeypatch):
@@ -54,13 +55,13 @@ def test_cgroup_cpu_quota_files_are_read(monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(pathlib.Path, "read_text", read_text)
-    assert runtime._cgroup_cpu_quota() == pytest.approx(1.5)
+    assert cores.cgroup_cpu_quota() == pytest.approx(1.5)
     files["/sys/fs/cgroup/cpu.max"] = "max 100000\n"
-    assert runtime._cgroup_cpu_quota() is None
+    assert cores.cgroup_cpu_quota() is None
     # cgroup v1
     del files["/sys/fs/cgroup/cpu.max"]
     files["/sys/fs/cgroup/cpu/cpu.cfs_quota_us"] = "200000\n"
     files["/sys/fs/cgroup/cpu/cpu.cfs_period_us"] = "100000\n"
-    assert runtime._cgroup_cpu_quota() == pytest.approx(2.0)
+    assert cores.cgroup_cpu_quota() == pytest.approx(2.0)
     files["/sys/fs/cgroup/cpu/cpu.cfs_quota_us"] = "-1\n"
-    assert runtime._cgroup_cpu_quota() is None
+    assert cores.cgroup_cpu_quota() is None

@@ -22,6 +22,8 @@ class CatalogEntry:
         bag_of_words: sparse bag-of-words features, row-normalised and kept sparse.
         pyg_name: the dataset's name in PyG or OGB (for Planetoid, its file prefix).
         approx_edges: True when ``edges`` is an estimate (not yet checked against the data).
+        feature_density: the fraction of non-zero features, measured on the raw files (None:
+            not measured; bag-of-words graphs are then assumed at 2%).
     """
 
     name: str
@@ -36,6 +38,7 @@ class CatalogEntry:
     pyg_name: str | None = None
     approx_edges: bool = False
     labeled_nodes: int | None = None
+    feature_density: float | None = None
 
 
 _PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data"
@@ -44,25 +47,28 @@ _OGB_URL = "http://snap.stanford.edu/ogb/data/nodeproppred/"
 _SAINT_FILES = ("adj_full.npz", "feats.npy", "class_map.json", "role.json")
 
 
-def _planetoid(name: str, nodes: int, edges: int, features: int, classes: int) -> CatalogEntry:
+def _planetoid(
+    name: str, nodes: int, edges: int, features: int, classes: int, density: float | None = None
+) -> CatalogEntry:
     files = tuple(
         f"ind.{name.lower()}.{s}"
         for s in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
     )
     return CatalogEntry(
-        name, "planetoid", nodes, edges, features, classes, files, _PLANETOID_URL, True, name
-    )
+        name, "planetoid", nodes, edges, features, classes, files, _PLANETOID_URL, True, name,
+        feature_density=density,
+    )  # fmt: skip
 
 
 CATALOG: dict[str, CatalogEntry] = {
     e.name.lower(): e
     for e in (
-        _planetoid("Cora", 2708, 10556, 1433, 7),
-        _planetoid("CiteSeer", 3327, 9104, 3703, 6),
+        _planetoid("Cora", 2708, 10556, 1433, 7, 0.0127),
+        _planetoid("CiteSeer", 3327, 9104, 3703, 6, 0.0085),
         _planetoid("PubMed", 19717, 88648, 500, 3),
         CatalogEntry(
             "Photo", "amazon", 7650, 238162, 745, 8,
-            ("amazon_electronics_photo.npz",), _NPZ_URL, True, "Photo",
+            ("amazon_electronics_photo.npz",), _NPZ_URL, True, "Photo", feature_density=0.347,
         ),
         CatalogEntry(
             "Computers", "amazon", 13752, 491722, 767, 10,
@@ -74,7 +80,7 @@ CATALOG: dict[str, CatalogEntry] = {
         ),
         CatalogEntry(
             "Physics", "coauthor", 34493, 495924, 8415, 5,
-            ("ms_academic_phy.npz",), _NPZ_URL, True, "Physics",
+            ("ms_academic_phy.npz",), _NPZ_URL, True, "Physics", feature_density=0.0039,
         ),
         CatalogEntry(
             "WikiCS", "wikics", 11701, 431726, 300, 10,

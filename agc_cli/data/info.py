@@ -52,7 +52,7 @@ def describe_source(dataset: str, root: Path) -> GraphInfo:
     if entry is not None:
         return GraphInfo(
             entry.name, "catalog", entry.nodes, entry.edges, entry.features, entry.classes,
-            0.02 if entry.bag_of_words else 1.0,
+            entry.feature_density or (0.02 if entry.bag_of_words else 1.0),
             available=not missing_raw_files(entry, root), labeled_nodes=entry.labeled_nodes,
         )  # fmt: skip
     from agc_cli.data import synthetic

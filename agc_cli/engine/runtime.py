@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from collections.abc import Iterator
 
 import torch
 
 from agc_cli.errors import UsageError
+from agc_cli.utils.cores import available_cores
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,18 +79,6 @@ def configure_threads(processes: int | None = None) -> int:
     return threads
 
 
-def available_cores() -> int:
-    """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota.
-
-    A container limited to 2 CPUs on a 64-core host still sees 64 cores in its affinity mask;
-    the quota (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``) says how many it gets.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
-    quota = _cgroup_cpu_quota()
-    return max(1, min(cores, math.floor(quota))) if quota else cores
-
-
 def free_cores() -> int:
     """Cores no other runnable task is using right now, at least one, at most
     :func:`available_cores`.
@@ -125,23 +113,3 @@ def threads_within_free_cores() -> Iterator[int]:
         yield threads
     finally:
         torch.set_num_threads(before)
-
-
-def _cgroup_cpu_quota() -> float | None:
-    """CPUs granted by the cgroup quota, or None when unlimited or unknown."""
-    from pathlib import Path
-
-    try:
-        fields = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if len(fields) == 2 and fields[0] != "max":
-            return int(fields[0]) / int(fields[1])
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        if quota > 0 and period > 0:
-            return quota / period
-    except (OSError, ValueError):
-        pass
-    return None

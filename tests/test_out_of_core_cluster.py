@@ -23,7 +23,7 @@ from agc_cli.cluster.streaming import (
 )
 from agc_cli.data import store, synthetic
 from agc_cli.data.graph import Graph, to_csc
-from agc_cli.engine.streamed_clustering import cluster_streamed
+from agc_cli.engine.streamed_clustering import cluster_streamed, run_out_of_core_default
 from agc_cli.errors import DataError
 from agc_cli.utils.npy import NpyWriter, open_npy, read_rows
 
@@ -253,3 +253,39 @@ def test_cli_out_of_core_refuses_an_npy_of_another_length(capsys, tmp_path):
     r = run_agc(capsys, "cluster", "--embeddings", str(tmp_path / "emb.npy"), "--dataset",
                 str(tmp_path / "s"), "--out-of-core")  # fmt: skip
     assert r.code == 3 and "one row per node" in r.err
+
+
+def test_run_goes_out_of_core_for_a_store_too_large_for_memory(tmp_path):
+    graph = stored(tmp_path)
+    data = sum(int(e["bytes"]) for e in graph.meta["files"].values())
+    assert run_out_of_core_default(graph, 16, available=data - 1)  # the store exceeds memory
+    embeddings = graph.num_nodes * 16 * 4
+    assert run_out_of_core_default(graph, 16, available=3 * embeddings)  # > a quarter of it
+    assert not run_out_of_core_default(graph, 16, available=100 * (data + embeddings))
+    in_memory = synthetic.generate(synthetic.parse_synthetic(SPEC))
+    assert not run_out_of_core_default(in_memory, 16, available=1)
+
+
+def test_cli_run_out_of_core_embeds_and_clusters_every_node_through_files(capsys, tmp_path):
+    graph = stored(tmp_path)
+    common = ["run", "--dataset", str(tmp_path / "s"), "--hidden-channels", "16", "--epochs",
+              "2", "--mini-batch", "--batch-size", "300", "--runs", "2", "--json"]  # fmt: skip
+    r = run_agc(capsys, *common, "--run-dir", str(tmp_path / "ooc"), "--out-of-core")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    run = tmp_path / "ooc"
+    emb = np.load(run / "embeddings.npy")
+    labels = np.load(run / "clusters.npy")
+    assert emb.shape == (graph.num_nodes, 16) and labels.shape == (graph.num_nodes,)
+    assert not (run / "embeddings.pt").exists()  # nothing held every node in memory
+    best = min(report["metrics"]["runs"], key=lambda x: x["inertia"])
+    assert best["nmi"] == pytest.approx(label_metrics(labels, graph.y)["nmi"])
+    assert "out of core" in r.err and [s["stage"] for s in report["stages"]] == [
+        "load + setup", "train", "infer", "cluster", "total"]  # fmt: skip
+    # The same run in memory trains the same model: the streamed file holds its embeddings.
+    r = run_agc(capsys, *common, "--run-dir", str(tmp_path / "mem"), "--in-memory")
+    assert r.code == 0, r.err
+    in_memory = torch.load(tmp_path / "mem" / "embeddings.pt", weights_only=True)
+    assert torch.equal(in_memory["node_ids"], torch.arange(graph.num_nodes))
+    np.testing.assert_allclose(emb, in_memory["embeddings"].numpy(), rtol=1e-5, atol=1e-6)
+    assert not (tmp_path / "mem" / "clusters.npy").exists()

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
     from agc_cli.data.graph import Graph
     from agc_cli.engine.rundir import RunDir
-    from agc_cli.settings import Settings
 
 
 def cluster(
@@ -100,7 +99,8 @@ def cluster(
     plot = plot_path(plot) if plot is not None else None
     make_dir(out_dir, "--output-dir: cannot create the output directory")
     if streamed:
-        render.emit(cluster_streamed_file(emb_path, out_dir, tag, settings, structure), show)
+        report = common.cluster_streamed_file(emb_path, out_dir, tag, settings, structure)
+        render.emit(report, show)
         return
     emb, ids, provenance = read_embeddings(emb_path)
     if run_dir is not None:
@@ -152,46 +152,6 @@ def out_of_core(path: Path, wanted: bool | None) -> bool:
             "`agc infer --format npy`, then pass --embeddings embeddings.npy)"
         )
     return wanted
-
-
-def cluster_streamed_file(
-    emb_path: Path, out_dir: Path, tag: str, settings: Settings, structure: bool
-) -> ClusterReport:
-    """k-means on a sample, one streamed assignment pass and streamed metrics per run; writes
-    ``clusters<tag>.npy`` (int32, the cluster of node ``i`` at ``i``) and ``metrics<tag>.json``."""
-    from agc_cli.cli.progress import byte_progress
-    from agc_cli.data.sources import load_graph
-    from agc_cli.engine.clustering import ClusterRun
-    from agc_cli.engine.runtime import configure_threads, resolve_device
-    from agc_cli.engine.streamed_clustering import cluster_streamed, open_embeddings
-    from agc_cli.utils.io import atomic_write_json
-
-    graph = load_graph(
-        settings.dataset, settings.root, settings.cache_dir, settings.labeled_only,
-        settings.storage,
-    )  # fmt: skip
-    emb = open_embeddings(emb_path, graph.num_nodes)
-    render.note(f"clustering {graph.num_nodes:,} × {emb.shape[1]} embeddings out of core "
-                f"({emb_path})")  # fmt: skip
-    configure_threads()
-
-    def report(i: int, run: ClusterRun) -> None:
-        render.note(f"Run {i + 1}/{settings.runs}: {common.format_metrics(run.metrics)} "
-                    f"[{run.seconds:.2f}s]")  # fmt: skip
-
-    clusters_file = out_dir / f"clusters{tag}.npy"
-    result = cluster_streamed(
-        emb, graph, clusters_file, n_clusters=settings.n_clusters, runs=settings.runs,
-        seed=settings.seed, normalize=settings.normalize_embeddings, n_init=settings.n_init,
-        backend=settings.kmeans_backend, device=resolve_device(settings.device),
-        structure=structure, report=report, stage=byte_progress,
-    )  # fmt: skip
-    metrics = {**common.metrics_record(result, settings),
-               "out_of_core": {"sample_rows": result.sample_rows}}  # fmt: skip
-    metrics_file = out_dir / f"metrics{tag}.json"
-    atomic_write_json(metrics_file, metrics)
-    return ClusterReport(metrics, graph.num_nodes, graph.num_nodes, emb_path, clusters_file,
-                         metrics_file)  # fmt: skip
 
 
 def run_embeddings(run: RunDir, name: Path | None) -> Path:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from agc_cli.cli import options as o
 from agc_cli.cli import render
-from agc_cli.cli.results import DryRunReport, InferReport, Peak, TrainReport
+from agc_cli.cli.results import ClusterReport, DryRunReport, InferReport, Peak, TrainReport
 from agc_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -328,6 +328,37 @@ def write_embeddings(
     )  # fmt: skip
 
 
+def embed_to_npy(
+    directory: Path, model: ClusteringModel, graph: Graph, settings: Settings, dtype: str
+) -> InferReport:
+    """Every node's embeddings into ``directory/embeddings.npy`` as the fallback chain
+    produces them (layer-wise: batch by batch, never all in memory)."""
+    from agc_cli.engine.inference import EmbeddingsFile
+    from agc_cli.engine.inference import infer as run_inference
+    from agc_cli.engine.runtime import configure_threads, resolve_device
+
+    configure_threads()
+    path = directory / "embeddings.npy"
+    sink = EmbeddingsFile(path, graph.num_nodes, dtype)
+    try:
+        result = run_inference(
+            model, graph, resolve_device(settings.device),
+            full_batch=settings.force_full_batch_inference or settings.mini_batch is False,
+            allow_cpu_fallback=settings.allow_cpu_fallback,
+            batch_size=settings.infer_batch_size, fan_out=settings.infer_fan_out,
+            seed=settings.seed, report=render.note, sink=sink,
+        )  # fmt: skip
+        sink.commit()
+    finally:
+        sink.reset()  # a failure leaves no partial file; after commit, nothing to do
+    render.note(f"wrote {path} ({graph.num_nodes:,} nodes × {sink.dim}, {dtype})")
+    return InferReport(
+        run_dir=directory, files=[path], mode=result.mode, nodes=graph.num_nodes,
+        total_nodes=graph.num_nodes, dim=int(sink.dim), seconds=float(result.seconds),
+        batch_size=result.batch_size, peak=Peak.of(result.peak), events=list(result.events),
+    )  # fmt: skip
+
+
 def infer_line(report: InferReport) -> str:
     return (
         f"Inference: {report.mode}, {report.nodes:,} × {report.dim} in {report.seconds:.2f} s; "
@@ -357,6 +388,53 @@ def cluster_and_report(
         seed=settings.seed, normalize=settings.normalize_embeddings, n_init=settings.n_init,
         backend=settings.kmeans_backend, device=dev, structure=structure, report=report,
     )  # fmt: skip
+
+
+def cluster_streamed_file(
+    emb_path: Path,
+    out_dir: Path,
+    tag: str,
+    settings: Settings,
+    structure: bool = True,
+    graph: Graph | None = None,
+) -> ClusterReport:
+    """k-means on a sample, one streamed assignment pass and streamed metrics per run; writes
+    ``clusters<tag>.npy`` (int32, the cluster of node ``i`` at ``i``) and ``metrics<tag>.json``;
+    ``graph``: the loaded graph to score against (else it is loaded)."""
+    from agc_cli.cli.progress import byte_progress
+    from agc_cli.data.sources import load_graph
+    from agc_cli.engine.clustering import ClusterRun
+    from agc_cli.engine.runtime import configure_threads, resolve_device
+    from agc_cli.engine.streamed_clustering import cluster_streamed, open_embeddings
+    from agc_cli.utils.io import atomic_write_json
+
+    if graph is None:
+        graph = load_graph(
+            settings.dataset, settings.root, settings.cache_dir, settings.labeled_only,
+            settings.storage,
+        )  # fmt: skip
+    emb = open_embeddings(emb_path, graph.num_nodes)
+    render.note(f"clustering {graph.num_nodes:,} × {emb.shape[1]} embeddings out of core "
+                f"({emb_path})")  # fmt: skip
+    configure_threads()
+
+    def report(i: int, run: ClusterRun) -> None:
+        render.note(f"Run {i + 1}/{settings.runs}: {format_metrics(run.metrics)} "
+                    f"[{run.seconds:.2f}s]")  # fmt: skip
+
+    clusters_file = out_dir / f"clusters{tag}.npy"
+    result = cluster_streamed(
+        emb, graph, clusters_file, n_clusters=settings.n_clusters, runs=settings.runs,
+        seed=settings.seed, normalize=settings.normalize_embeddings, n_init=settings.n_init,
+        backend=settings.kmeans_backend, device=resolve_device(settings.device),
+        structure=structure, report=report, stage=byte_progress,
+    )  # fmt: skip
+    metrics = {**metrics_record(result, settings),
+               "out_of_core": {"sample_rows": result.sample_rows}}  # fmt: skip
+    metrics_file = out_dir / f"metrics{tag}.json"
+    atomic_write_json(metrics_file, metrics)
+    return ClusterReport(metrics, graph.num_nodes, graph.num_nodes, emb_path, clusters_file,
+                         metrics_file)  # fmt: skip
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     import torch
 
     from agc_cli.data.graph import Graph
-    from agc_cli.models.base import ClusteringModel
-    from agc_cli.settings import Settings
 
 
 def infer(
@@ -86,7 +84,7 @@ def infer(
     settings = settings.model_copy(update={k: getattr(checked, k) for k in overrides})
     if stream:
         dtype = "float16" if float16 else "float32"
-        render.emit(embed_to_npy(run.path, model, graph, settings, dtype), show)
+        render.emit(common.embed_to_npy(run.path, model, graph, settings, dtype), show)
         return
     ids = _select_nodes(graph, nodes, wanted, labeled)
     result = common.embed(model, graph, settings, ids)
@@ -100,38 +98,6 @@ def show(report: InferReport) -> None:
     render.line(common.infer_line(report))
     render.line(f"Embeddings: {', '.join(map(str, report.files))} "
                 f"({report.nodes:,} of {report.total_nodes:,} nodes)")  # fmt: skip
-
-
-def embed_to_npy(
-    directory: Path, model: ClusteringModel, graph: Graph, settings: Settings, dtype: str
-) -> InferReport:
-    """Every node's embeddings into ``directory/embeddings.npy`` as the fallback chain
-    produces them (layer-wise: batch by batch, never all in memory)."""
-    from agc_cli.cli.results import Peak
-    from agc_cli.engine.inference import EmbeddingsFile
-    from agc_cli.engine.inference import infer as run_inference
-    from agc_cli.engine.runtime import configure_threads, resolve_device
-
-    configure_threads()
-    path = directory / "embeddings.npy"
-    sink = EmbeddingsFile(path, graph.num_nodes, dtype)
-    try:
-        result = run_inference(
-            model, graph, resolve_device(settings.device),
-            full_batch=settings.force_full_batch_inference or settings.mini_batch is False,
-            allow_cpu_fallback=settings.allow_cpu_fallback,
-            batch_size=settings.infer_batch_size, fan_out=settings.infer_fan_out,
-            seed=settings.seed, report=render.note, sink=sink,
-        )  # fmt: skip
-        sink.commit()
-    finally:
-        sink.reset()  # a failure leaves no partial file; after commit, nothing to do
-    render.note(f"wrote {path} ({graph.num_nodes:,} nodes × {sink.dim}, {dtype})")
-    return InferReport(
-        run_dir=directory, files=[path], mode=result.mode, nodes=graph.num_nodes,
-        total_nodes=graph.num_nodes, dim=int(sink.dim), seconds=float(result.seconds),
-        batch_size=result.batch_size, peak=Peak.of(result.peak), events=list(result.events),
-    )  # fmt: skip
 
 
 def subset_name(nodes: Path | None, labeled: bool) -> str | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agc_cli.cli import common, render
-from agc_cli.cli.results import BenchReport, Peak, RunReport, SeedsReport, Stage
+from agc_cli.cli.results import BenchReport, InferReport, Peak, RunReport, SeedsReport, Stage
 from agc_cli.errors import DataError, UsageError
 
 if TYPE_CHECKING:
@@ -46,25 +46,68 @@ def run_job(settings: Settings, graph: Graph | None = None) -> tuple[RunReport, 
         run_dir.release()  # nothing trains: infer and cluster write without the run's lock
         render.note(f"{session.settings.model}: no training needed (non-parametric)")
     weights = run_dir.weights_provenance(_default_weights(session, run_dir))
-    inference = common.embed(session.model, session.graph, session.settings, None)
-    infer = common.write_embeddings(
-        run_dir.path, inference, session.graph, session.settings, weights=weights
-    )
-    render.note(common.infer_line(infer))
-    stages.append(Stage("infer", infer.seconds, infer.peak, infer.mode))
-    t1 = time.perf_counter()
-    with MemoryMonitor() as mon:
-        clustering = common.cluster_and_report(
-            inference.embeddings, inference.node_ids, session.graph, session.settings
+    if _out_of_core(session):
+        infer, metrics, streamed = _embed_and_cluster_streamed(session, run_dir)
+        stages += streamed
+    else:
+        inference = common.embed(session.model, session.graph, session.settings, None)
+        infer = common.write_embeddings(
+            run_dir.path, inference, session.graph, session.settings, weights=weights
         )
-    metrics, _, _ = common.write_cluster_outputs(
-        run_dir.path, clustering, inference.node_ids, session.settings
-    )
-    stages.append(Stage("cluster", time.perf_counter() - t1, Peak.of(mon.peak),
-                        common.format_summary(clustering.summary)))  # fmt: skip
+        render.note(common.infer_line(infer))
+        stages.append(Stage("infer", infer.seconds, infer.peak, infer.mode))
+        t1 = time.perf_counter()
+        with MemoryMonitor() as mon:
+            clustering = common.cluster_and_report(
+                inference.embeddings, inference.node_ids, session.graph, session.settings
+            )
+        metrics, _, _ = common.write_cluster_outputs(
+            run_dir.path, clustering, inference.node_ids, session.settings
+        )
+        stages.append(Stage("cluster", time.perf_counter() - t1, Peak.of(mon.peak),
+                            common.format_summary(clustering.summary)))  # fmt: skip
     total = time.perf_counter() - t0
     stages.append(Stage("total", total, None, str(run_dir.path)))
     return RunReport(run_dir.path, stages, metrics, train, infer, total), session.graph
+
+
+def _out_of_core(session: Any) -> bool:
+    """``--out-of-core/--in-memory`` as given, else out of core for a store larger than the
+    available memory or whose embeddings would take more than a quarter of it."""
+    from agc_cli.engine.streamed_clustering import run_out_of_core_default
+
+    wanted = session.settings.cluster_out_of_core
+    if wanted is not None:
+        return bool(wanted)
+    return run_out_of_core_default(session.graph, session.settings.hidden_channels)
+
+
+def _embed_and_cluster_streamed(
+    session: Any, run_dir: Any
+) -> tuple[InferReport, dict[str, Any], list[Stage]]:
+    """Every node's embeddings streamed into RUN/embeddings.npy, then k-means fitted on a
+    sample and one streamed assignment pass (RUN/clusters.npy, RUN/metrics.json); returns the
+    inference report, the metrics and the two stages."""
+    from agc_cli.engine.memory import MemoryMonitor
+
+    render.note("out of core: embeddings stream into embeddings.npy; k-means fits on a sample "
+                "and assigns every node in one streamed pass")  # fmt: skip
+    infer = common.embed_to_npy(
+        run_dir.path, session.model, session.graph, session.settings, "float32"
+    )
+    render.note(common.infer_line(infer))
+    t1 = time.perf_counter()
+    with MemoryMonitor() as mon:
+        report = common.cluster_streamed_file(
+            infer.files[0], run_dir.path, "", session.settings, graph=session.graph
+        )
+    summary = {k: (report.metrics["mean"][k], report.metrics["std"][k])
+               for k in report.metrics["mean"]}  # fmt: skip
+    return infer, report.metrics, [
+        Stage("infer", infer.seconds, infer.peak, f"{infer.mode}, streamed to .npy"),
+        Stage("cluster", time.perf_counter() - t1, Peak.of(mon.peak),
+              f"out of core: {common.format_summary(summary)}"),
+    ]  # fmt: skip
 
 
 def _default_weights(session: Any, run_dir: Any) -> Path | None:

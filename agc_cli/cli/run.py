@@ -40,6 +40,7 @@ def run(
     infer_fan_out: o.InferFanOut = None,
     runs: o.Runs = None,
     n_init: o.NInit = None,
+    cluster_out_of_core: o.OutOfCore = None,
     seeds: o.Seeds = None,
     dry_run: o.DryRun = False,
     json_out: o.Json = False,

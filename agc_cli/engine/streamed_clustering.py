@@ -77,6 +77,21 @@ def out_of_core_default(path: Path) -> bool:
     return path.stat().st_size > OUT_OF_CORE_FRACTION * psutil.virtual_memory().available
 
 
+def run_out_of_core_default(graph: Graph, width: int, available: int | None = None) -> bool:
+    """Whether ``agc run`` streams the embeddings into an ``.npy`` and clusters them out of
+    core when the user did not say: ``graph`` is an on-disk store whose files exceed the
+    ``available`` memory, or whose embeddings (``width`` float32 columns per node) would
+    exceed :data:`OUT_OF_CORE_FRACTION` of it. In-memory graphs are clustered in memory."""
+    if not isinstance(graph, StoredGraph):
+        return False
+    if available is None:
+        import psutil
+
+        available = int(psutil.virtual_memory().available)
+    data = sum(int(entry.get("bytes", 0)) for entry in graph.meta.get("files", {}).values())
+    return data > available or graph.num_nodes * width * 4 > OUT_OF_CORE_FRACTION * available
+
+
 def open_embeddings(path: Path, num_nodes: int) -> np.ndarray:
     """``path`` (an ``.npy`` ``[N, D]`` of floats, one row per node) memory-mapped read-only.
 

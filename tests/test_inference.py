@@ -6,7 +6,7 @@ import pytest
 import torch
 from graphs import tiny_graph
 
-from agc_cli.engine.inference import infer, is_oom, layerwise
+from agc_cli.engine.inference import _relabel, infer, is_oom, layerwise
 from agc_cli.models.batch import GraphBatch
 from agc_cli.models.registry import get_model_class
 from agc_cli.settings import load_settings
@@ -159,3 +159,19 @@ def test_is_oom_recognises_cuda_and_host_messages():
                                "can't allocate memory"))  # fmt: skip
     assert is_oom(MemoryError())
     assert not is_oom(RuntimeError("shape mismatch"))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_relabel_puts_destinations_first_then_every_other_source_once_in_id_order(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 500
+    dst = torch.randperm(n, generator=g)[:60]
+    src = torch.randint(0, n, (900,), generator=g)  # repeats, and some destinations
+    position = torch.full((n,), -1, dtype=torch.long)
+    local = _relabel(position, dst, src)
+    extra = sorted(set(src.tolist()) - set(dst.tolist()))
+    assert torch.equal(local, torch.cat([dst, torch.tensor(extra, dtype=torch.long)]))
+    assert torch.equal(position[local], torch.arange(local.numel()))
+    untouched = torch.ones(n, dtype=torch.bool)
+    untouched[local] = False
+    assert bool((position[untouched] == -1).all())

@@ -270,6 +270,24 @@ def _neighbourhood(
     return row.index_select(0, pos).long(), target, counts
 
 
+def _relabel(position: Tensor, dst: Tensor, src: Tensor) -> Tensor:
+    """Local ids of a batch: ``dst`` first, then its other sources, in ascending id order;
+    ``position[g]`` becomes node ``g``'s local id (the caller resets it to -1 afterwards).
+
+    A lookup table instead of ``unique`` and ``isin`` (sorts of every sampled edge, 40% of
+    layer-wise inference on a 2M-node store): sources outside ``dst`` are deduplicated by
+    scattering their edge index into the table and keeping the edges whose index stayed.
+    """
+    nd = dst.numel()
+    position[dst] = torch.arange(nd)
+    outside = src[position.index_select(0, src) < 0]
+    slot = torch.arange(nd, nd + outside.numel())
+    position[outside] = slot  # of repeated ids, one write stays
+    extra = outside[position.index_select(0, outside) == slot].sort().values
+    position[extra] = torch.arange(nd, nd + extra.numel())
+    return torch.cat([dst, extra])
+
+
 def _needed_nodes(graph: Graph, nodes: Tensor | None, layers: int) -> list[Tensor]:
     """Sorted global ids whose layer-``i`` output is needed (index ``layers - 1`` = targets)."""
     if nodes is None:
@@ -365,6 +383,7 @@ def _layerwise(
     # combines them with earlier layers.
     stream_last = sink is not None and not keep_all
     t0 = None
+    every = inputs.numel() == graph.num_nodes
     if width is not None:
         t0 = _streamed_transform(encoder, graph, x_sparse, inputs, width, device, batch_size,
                                  hook, scratch)  # fmt: skip
@@ -376,17 +395,15 @@ def _layerwise(
             dst = ids[start : start + batch_size]
             hook(f"layer{i}", dst.numel())
             src, target, counts = _neighbourhood(graph.colptr, graph.row, dst, fan_out, generator)
-            # Local ids: destinations first, then their other sources (lookup-table relabel).
-            uniq_src = torch.unique(src)
-            extra = uniq_src[~torch.isin(uniq_src, dst)]
-            local = torch.cat([dst, extra])
-            position[local] = torch.arange(local.numel())
+            local = _relabel(position, dst, src)
             edge_index = torch.stack([position[src], target]).to(device)
             position[local] = -1
             block = Block(edge_index, dst.numel(), degree[local].to(device), counts.to(device))
             if i == 0 and t0 is not None:
-                # `inputs` is sorted: a transformed node's row is its rank there.
-                t_src = t0.take(torch.searchsorted(inputs, local)).to(device)
+                # `inputs` is sorted: a transformed node's row is its rank there (its id when
+                # every node was transformed).
+                rank = local if every else torch.searchsorted(inputs, local)
+                t_src = t0.take(rank).to(device)
                 h = encoder.layer_forward_transformed(0, t_src, block).float().cpu()
             else:
                 if i == 0:

@@ -156,6 +156,23 @@ def _render(info: GraphInfo, statistics: dict | None, plan: Any, settings: dict)
         f"{settings['num_layers']} layer(s)"
     )
     render.table(f"Memory estimate ({model_desc}) on {dev_line}", header, rows2)
+    if plan.epoch_times:
+        rows3 = []
+        for est in plan.epoch_times.values():
+            parts = sorted(est.parts.items(), key=lambda kv: -kv[1])[:2]
+            main = ", ".join(f"{k} {_seconds(v)}" for k, v in parts)
+            rows3.append([est.mode, f"{est.steps:,}", _seconds(est.seconds), main])
+        basis = "calibrated CPU rates" if dev.kind == "cpu" else "assumed GPU rates, not measured"
+        render.table(
+            f"Training epoch time estimate (encoder only; {basis})",
+            ["mode", "steps", "epoch", "largest parts"], rows3,
+        )  # fmt: skip
     rec = plan.recommendation
     render.key_values("Recommendation", list(rec.settings.items()))
     render.table("Why", ["reason"], [[r] for r in rec.reasons])
+
+
+def _seconds(value: float) -> str:
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    return f"{value:.1f} s" if value < 600 else f"{value / 60:.0f} min"

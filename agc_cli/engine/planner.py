@@ -159,6 +159,8 @@ class Plan:
     estimates: dict[str, MemoryEstimate]
     device: Device
     recommendation: Recommendation
+    # Seconds per training epoch by mode (agc_cli.engine.epoch_time.EpochTime).
+    epoch_times: dict[str, Any] = field(default_factory=dict)
 
     def fits(self, mode: str) -> bool:
         return self.estimates[mode].total <= self.device.budget
@@ -170,6 +172,7 @@ class Plan:
                 k: {**v.as_dict(), "fits": self.fits(k)} for k, v in self.estimates.items()
             },
             "recommendation": asdict(self.recommendation),
+            "epoch_seconds": {k: v.as_dict() for k, v in self.epoch_times.items()},
         }
 
 
@@ -529,10 +532,14 @@ def recommend(info: GraphInfo, settings: Settings, device: Device) -> Plan:
     }
     if storage == "disk":
         rec["storage"] = "disk"
-    final = estimate(info, settings.model_copy(update={"fan_out": fan, "batch_size": batch_size}))
+    chosen = settings.model_copy(update={"fan_out": fan, "batch_size": batch_size})
+    final = estimate(info, chosen)
     estimates = {k: v for k, v in final.items() if isinstance(v, MemoryEstimate)}
     decisions = {key: Decision(rec[key], reason) for key, reason in why.items() if key in rec}
-    return Plan(estimates, device, Recommendation(rec, reasons, storage, decisions))
+    from agc_cli.engine.epoch_time import device_rates, estimate_epoch_time
+
+    times = estimate_epoch_time(info, chosen, device_rates(device.kind))
+    return Plan(estimates, device, Recommendation(rec, reasons, storage, decisions), times)
 
 
 def fmt_bytes(n: float) -> str:

@@ -208,7 +208,8 @@ class Settings(BaseSettings):
     cluster_out_of_core: bool | None = Field(
         None,
         description="k-means fitted on a sample of an .npy's rows, then one streamed pass over "
-        "every node (None: when the .npy exceeds a quarter of the available memory)",
+        "every node (None: when the .npy exceeds a quarter of the available memory; in "
+        "`agc run`, when a store exceeds the available memory or its embeddings a quarter)",
     )
 
     # checkpoints and output

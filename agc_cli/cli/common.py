@@ -105,9 +105,9 @@ def verify_dataset(dataset: str) -> None:
 
 
 def _store_bytes(dataset: str) -> int:
-    from agc_cli.data.store import read_meta
+    from agc_cli.data.store import data_bytes, read_meta
 
-    return sum(int(entry.get("bytes", 0)) for entry in read_meta(dataset)["files"].values())
+    return data_bytes(read_meta(dataset))
 
 
 def check_model(name: str) -> None:

@@ -44,6 +44,7 @@ def convert(
         raise UsageError(f"--dtype: expected float32 or float16, got {dtype!r}")
     common.check_dataset(settings.dataset)
     from agc_cli.data.sources import convert_dataset
+    from agc_cli.data.store import data_bytes
     from agc_cli.engine.memory import MemoryMonitor
 
     t0 = time.perf_counter()
@@ -53,7 +54,7 @@ def convert(
             dtype=dtype, force=force, report=render.note,
         )  # fmt: skip
     seconds = time.perf_counter() - t0
-    size = sum(int(entry["bytes"]) for entry in meta["files"].values())
+    size = data_bytes(meta)
     report = ConvertReport(out_dir, size, seconds, int(monitor.peak.rss_bytes), meta)
     render.emit(report, show)
     render.note(f"use it with: agc train --dataset {out_dir}")

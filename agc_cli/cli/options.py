@@ -115,7 +115,9 @@ OutOfCore = Annotated[
     _opt("--out-of-core/--in-memory", panel=CLUSTER,
          help="Fit k-means on a sample of an .npy's rows, then assign every node in one "
               "streamed pass (labels to clusters.npy). Default: when the .npy exceeds a "
-              "quarter of the available memory."),
+              "quarter of the available memory; for `agc run` (embeddings streamed into "
+              "embeddings.npy), when the dataset is a store larger than the available "
+              "memory or its embeddings would exceed a quarter of it."),
 ]  # fmt: skip
 MiniBatch = Annotated[
     bool | None,

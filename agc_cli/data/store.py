@@ -468,6 +468,11 @@ def _meta_fields(
 # ----- reading --------------------------------------------------------------------------------
 
 
+def data_bytes(meta: dict[str, Any]) -> int:
+    """Bytes of every file a store's ``meta.json`` lists (what reading it all would take)."""
+    return sum(int(entry.get("bytes", 0)) for entry in meta.get("files", {}).values())
+
+
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """``meta.json`` of the store at ``path``, checked for format and version only.
 

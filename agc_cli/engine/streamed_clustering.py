@@ -29,7 +29,7 @@ from agc_cli.cluster.streaming import (
     streamed_structure_metrics,
 )
 from agc_cli.data.graph import Graph
-from agc_cli.data.store import StoredGraph, store_file
+from agc_cli.data.store import StoredGraph, data_bytes, store_file
 from agc_cli.engine.clustering import ClusterRun, summarize
 from agc_cli.errors import DataError, UsageError
 from agc_cli.utils.npy import open_npy
@@ -88,7 +88,7 @@ def run_out_of_core_default(graph: Graph, width: int, available: int | None = No
         import psutil
 
         available = int(psutil.virtual_memory().available)
-    data = sum(int(entry.get("bytes", 0)) for entry in graph.meta.get("files", {}).values())
+    data = data_bytes(graph.meta)
     return data > available or graph.num_nodes * width * 4 > OUT_OF_CORE_FRACTION * available
 
 

@@ -63,6 +63,8 @@ class SparseMatrix:
     ) -> SparseMatrix:
         """Matrix with ``values[e]`` at ``(row[e], col[e])``; entries are sorted into CSR order."""
         crow, order = _csr_order(row, col, shape)
+        if order is None:  # already in CSR order
+            return cls(crow, col, values, shape)
         return cls(crow, col.index_select(0, order), values.index_select(0, order), shape)
 
     @classmethod
@@ -260,15 +262,14 @@ def _column_block(column_bytes: int, width: int) -> int:
     return width if fit >= width else max(64, fit // 64 * 64)
 
 
-def _csr_order(row: Tensor, col: Tensor, shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def _csr_order(row: Tensor, col: Tensor, shape: tuple[int, int]) -> tuple[Tensor, Tensor | None]:
     """Row pointers and the permutation that puts entries into CSR order: grouped by row
-    (stable) on the CPU, whose sum-bag products need no sorted columns (none when ``row`` is
-    already sorted, as in layer-wise inference: 13% of its time went to the full sort); by
-    ``(row, col)`` elsewhere (cuSPARSE)."""
+    (stable) on the CPU, whose sum-bag products need no sorted columns (``None``, no
+    permutation, when ``row`` is already sorted, as in layer-wise inference: 13% of its time
+    went to the full sort); by ``(row, col)`` elsewhere (cuSPARSE)."""
+    order = None
     if row.device.type == "cpu":
-        if row.numel() < 2 or bool((row[1:] >= row[:-1]).all()):
-            order = torch.arange(row.numel())
-        else:
+        if row.numel() > 1 and not bool((row[1:] >= row[:-1]).all()):
             order = torch.sort(_narrow_int(row, shape[0]), stable=True).indices
     else:
         order = torch.argsort(row * shape[1] + col)

@@ -7,7 +7,7 @@ import torch
 from graphs import tiny_graph
 
 from agc_cli.engine.inference import _relabel, infer, is_oom, layerwise
-from agc_cli.models.batch import GraphBatch
+from agc_cli.models.batch import Block, GraphBatch
 from agc_cli.models.registry import get_model_class
 from agc_cli.settings import load_settings
 
@@ -77,13 +77,48 @@ def test_narrow_first_transform_reads_each_needed_feature_row_once_in_order(node
         assert rows.numel() == graph.num_nodes
 
 
-def test_wide_first_transform_gathers_raw_rows_per_batch():
+def test_wide_first_transform_gathers_raw_rows_per_batch_for_a_subset():
     net, graph = build(features=8)  # transform 16 columns >= 8 features: raw rows per batch
     reads = []
     original = graph.feature_rows
     graph.feature_rows = lambda index: reads.append(index.numel()) or original(index)
-    layerwise(net, graph, CPU, batch_size=7)
+    layerwise(net, graph, CPU, batch_size=7, nodes=torch.arange(graph.num_nodes))
     assert sum(reads) > graph.num_nodes  # sources are read once per batch they neighbour
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"gnn_type": "gcn"},
+        {"gnn_type": "sage", "norm": "batch"},
+        {"gnn_type": "gin", "residual": True},
+        {"gnn_type": "gcn", "jk": "cat", "num_layers": 3, "residual": True},
+    ],
+)
+@pytest.mark.parametrize("features", [8, 96])
+def test_every_node_tables_read_features_once_in_order_and_equal_the_gathered_path(
+    options, features
+):
+    net, graph = build(features=features, **options)
+    assert net.encoder.propagates_from_tables
+    reads = []
+    original = graph.feature_rows
+
+    def counting(index):
+        reads.append(index.clone())
+        return original(index)
+
+    graph.feature_rows = counting
+    tables = layerwise(net, graph, CPU, batch_size=7)  # every node: whole per-node tables
+    assert torch.equal(torch.cat(reads), torch.arange(graph.num_nodes))
+    gathered = layerwise(net, graph, CPU, batch_size=7, nodes=torch.arange(graph.num_nodes))
+    torch.testing.assert_close(tables, gathered, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(tables, full(net, graph), atol=1e-5, rtol=1e-4)
+
+
+def test_attention_encoders_keep_the_gathered_path():
+    net, _ = build(gnn_type="gat", heads=2)
+    assert not net.encoder.propagates_from_tables
 
 
 def test_layerwise_subset_matches_full_rows_in_callers_order():
@@ -175,3 +210,24 @@ def test_relabel_puts_destinations_first_then_every_other_source_once_in_id_orde
     untouched = torch.ones(n, dtype=torch.bool)
     untouched[local] = False
     assert bool((position[untouched] == -1).all())
+
+
+@pytest.mark.parametrize("offset", [0, 5])
+def test_gcn_adjacency_of_grouped_edges_equals_the_sorted_construction(offset):
+    # Grouped targets take the in-place self-loop construction; shuffled ones the concatenate
+    # and sort: both must give the same matrix, loops on the destinations' own columns.
+    g = torch.Generator().manual_seed(0)
+    num_dst, num_src, edges = 6, 20, 30
+    dst = torch.randint(0, num_dst, (edges,), generator=g).sort().values
+    src = torch.randint(0, num_src, (edges,), generator=g)
+    degree = torch.randint(1, 9, (num_src,), generator=g).float()
+    counts = torch.bincount(dst, minlength=num_dst) + torch.randint(0, 2, (num_dst,), generator=g)
+    grouped = Block(torch.stack([src, dst]), num_dst, degree, counts, dst_offset=offset)
+    perm = torch.randperm(edges, generator=g)
+    shuffled = Block(torch.stack([src[perm], dst[perm]]), num_dst, degree, counts,
+                     dst_offset=offset)  # fmt: skip
+    a, b = grouped.adjacency("gcn_self").to_dense(), shuffled.adjacency("gcn_self").to_dense()
+    torch.testing.assert_close(a, b)
+    diagonal = (torch.arange(num_dst), torch.arange(num_dst) + offset)
+    loops, plain = a[diagonal], grouped.adjacency("gcn").to_dense()[diagonal]
+    torch.testing.assert_close(loops - plain, 1 / (degree[offset : offset + num_dst] + 1))

@@ -322,6 +322,10 @@ def layerwise(
     if sink is not None and nodes is not None:
         raise UsageError("streamed embeddings are written for every node, not a subset")
     encoder = model.encoder
+    if nodes is None and fan_out < 0 and device.type == "cpu" and not spill:
+        tables = _table_bytes(encoder, graph)
+        if tables is not None and (spill is False or tables <= SPILL_FRACTION * _available()):
+            return _every_node(model, graph, device, batch_size, fault_hook, sink)
     need = _needed_nodes(graph, nodes, encoder.num_layers)
     # Layer 0's transform of every node whose features it reads (need[0] and its neighbours),
     # in one ordered pass, when it is narrower than the features (cheaper to keep and gather).
@@ -453,6 +457,98 @@ def _layerwise(
         emb = emb.index_select(0, position[nodes.long()])
         position[final_ids] = -1
     return emb
+
+
+def _table_bytes(encoder, graph: Graph) -> int | None:
+    """Bytes of the per-node tables :func:`_every_node` holds at once (a layer's transform
+    parts, its input and its output, float32), or ``None`` when the encoder cannot
+    propagate from whole tables."""
+    if not getattr(encoder, "propagates_from_tables", False):
+        return None
+    widest = max(sum(conv.parts.values()) for conv in encoder.convs)
+    hidden = int(encoder.hidden_channels)
+    layers = encoder.num_layers if encoder.jk in ("cat", "max") else 2
+    return 4 * graph.num_nodes * (widest + layers * hidden)
+
+
+def _range_block(colptr: Tensor, row: Tensor, start: int, stop: int, degree: Tensor) -> Block:
+    """The exact block of destinations ``start .. stop - 1`` with global source ids: their
+    in-edges are one contiguous slice of the CSC arrays (read in file order from a store)."""
+    lo, hi = int(colptr[start]), int(colptr[stop])
+    counts = colptr[start + 1 : stop + 1] - colptr[start:stop]
+    target = torch.repeat_interleave(torch.arange(stop - start), counts, output_size=hi - lo)
+    edge_index = torch.stack([row[lo:hi].long(), target])
+    return Block(edge_index, stop - start, degree, counts, dst_offset=start)
+
+
+def _every_node(
+    model: ClusteringModel,
+    graph: Graph,
+    device: torch.device,
+    batch_size: int,
+    fault_hook: FaultHook | None,
+    sink: EmbeddingsFile | None,
+) -> Tensor | None:
+    """Exact layer-wise inference of every node from whole per-node tables.
+
+    Each layer first transforms every node's input in node order (sequential reads), keeping
+    one contiguous table per weight part; then each batch of consecutive destinations reads
+    its in-edges as one slice of the CSC arrays and propagates straight from those tables by
+    global id. Nothing is relabelled or gathered into a local copy, which is what the general
+    path spends most of its time on.
+    """
+    encoder = model.encoder
+    layers = encoder.num_layers
+    hook = fault_hook or (lambda stage, size: None)
+    model.to(device)
+    n = graph.num_nodes
+    degree = graph.degree().float()
+    x_sparse = SparseMatrix.from_csr(graph.x) if graph.sparse_features else None
+    keep_all = encoder.jk in ("cat", "max")
+    outputs: list[Tensor] = []
+    prev: Tensor | None = None
+    for i in range(layers):
+        conv = encoder.convs[i]
+        parts = {name: torch.empty(n, width) for name, width in conv.parts.items()}
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            hook(f"layer{i} transform", stop - start)
+            if i > 0:
+                x = prev[start:stop]
+            elif x_sparse is not None:
+                x = x_sparse.rows(torch.arange(start, stop))
+            else:
+                # feature_rows: positioned reads for stores, float32 whatever is stored.
+                x = graph.feature_rows(torch.arange(start, stop)).float()
+            t = encoder.transform(i, x.to(device))
+            for name, table in parts.items():
+                table[start:stop] = conv.part(t, name)
+        prev = None  # the transform replaces the input (kept in `outputs` when combined)
+        last = i == layers - 1
+        out: Tensor | None = None
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            hook(f"layer{i}", stop - start)
+            block = _range_block(graph.colptr, graph.row, start, stop, degree)
+            h = encoder.layer_forward_transformed(i, parts, block).float()
+            if last and sink is not None and not keep_all:
+                sink.write(model.readout(h).float().cpu())
+                continue
+            if out is None:
+                out = torch.empty(n, h.shape[1])
+            out[start:stop] = h
+        del parts
+        prev = out
+        if keep_all:
+            outputs.append(out)
+    if sink is not None:
+        if keep_all:
+            for start in range(0, n, batch_size):
+                h = encoder.combine([o[start : start + batch_size] for o in outputs])
+                sink.write(model.readout(h).float().cpu())
+        return None
+    h = encoder.combine(outputs) if keep_all else prev
+    return model.readout(h).float().cpu()
 
 
 def _available() -> int:

@@ -42,6 +42,10 @@ class Block:
         degree: float ``[num_src]``: every source node's in-degree in the full graph.
         sampled_degree: float ``[num_dst]``: in-edges of every destination present in the
             block (the fan-out or fewer when sampled); default: counted from ``edge_index``.
+        dst_offset: the destinations are the sources ``dst_offset .. dst_offset + num_dst - 1``
+            (:attr:`dst_rows`): layer-wise inference over every node passes a whole table of
+            inputs indexed by global id, and a batch of consecutive ids, instead of gathering
+            a local copy.
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class Block:
         num_dst: int,
         degree: Tensor,
         sampled_degree: Tensor | None = None,
+        dst_offset: int = 0,
     ):
         self.edge_index = edge_index
         self.num_src = int(degree.numel())
@@ -58,6 +63,7 @@ class Block:
         if sampled_degree is None:
             sampled_degree = torch.bincount(edge_index[1], minlength=self.num_dst)
         self.sampled_degree = sampled_degree.float()
+        self.dst_rows = slice(int(dst_offset), int(dst_offset) + self.num_dst)
         self._cache: dict[str, Any] = {}
 
     def adjacency(self, kind: str) -> SparseMatrix:
@@ -75,7 +81,7 @@ class Block:
 
     def _build_adjacency(self, kind: str) -> SparseMatrix:
         src, dst = self.edge_index
-        d_dst = self.degree[: self.num_dst]
+        d_dst = self.degree[self.dst_rows]
         if kind == "mean":
             values = self.sampled_degree.reciprocal()[dst]
         else:
@@ -88,15 +94,20 @@ class Block:
                 values = scale * ((d_dst[dst] + 1) * (self.degree[src] + 1)).rsqrt()
             else:
                 raise ValueError(f"unknown adjacency kind {kind!r}")
+        shape = (self.num_dst, self.num_src)
         if kind == "gcn_self":
             loops = torch.arange(self.num_dst, device=src.device)
-            src, dst = torch.cat([src, loops]), torch.cat([dst, loops])
-            values = torch.cat([values, self.gcn_self_weight().view(-1)])
-        return SparseMatrix.from_edges(dst, src, values, (self.num_dst, self.num_src))
+            own = loops + self.dst_rows.start  # the destinations' own columns
+            loop_values = self.gcn_self_weight().view(-1)
+            if _grouped(dst):
+                return _with_loops(dst, src, values, own, loop_values, shape)
+            src, dst = torch.cat([src, own]), torch.cat([dst, loops])
+            values = torch.cat([values, loop_values])
+        return SparseMatrix.from_edges(dst, src, values, shape)
 
     def gcn_self_weight(self) -> Tensor:
         """``[num_dst, 1]`` weight of each destination's self-loop under GCN normalisation."""
-        return (self.degree[: self.num_dst] + 1).reciprocal()[:, None]
+        return (self.degree[self.dst_rows] + 1).reciprocal()[:, None]
 
     def attention_edges(self) -> tuple[Tensor, Tensor]:
         """``(source, target)`` with self-loops replaced by one per destination (as GATConv)."""
@@ -105,10 +116,36 @@ class Block:
             keep = src != dst
             loop = torch.arange(self.num_dst, device=src.device)
             self._cache["attention"] = (
-                torch.cat([src[keep], loop]),
+                torch.cat([src[keep], loop + self.dst_rows.start]),
                 torch.cat([dst[keep], loop]),
             )
         return self._cache["attention"]
+
+
+def _grouped(dst: Tensor) -> bool:
+    """Whether the targets are grouped in ascending order (layer-wise inference), on the CPU."""
+    if dst.device.type != "cpu" or dst.numel() < 2:
+        return dst.device.type == "cpu"
+    return bool((dst[1:] >= dst[:-1]).all())
+
+
+def _with_loops(
+    dst: Tensor, src: Tensor, values: Tensor, loop_src: Tensor, loop_values: Tensor, shape
+) -> SparseMatrix:
+    """CSR of edges grouped by target plus one self-loop closing each row, built in place of
+    a concatenation and a sort of every entry."""
+    rows, edges = shape[0], dst.numel()
+    counts = torch.bincount(dst, minlength=rows) + 1
+    crow = torch.zeros(rows + 1, dtype=torch.long)
+    torch.cumsum(counts, 0, out=crow[1:])
+    # An edge moves down by the loops of the rows before it; each row's loop is its last entry.
+    at = torch.arange(edges) + dst
+    last = crow[1:] - 1
+    col = torch.empty(edges + rows, dtype=src.dtype)
+    col[at], col[last] = src, loop_src.to(src.dtype)
+    weight = torch.empty(edges + rows, dtype=values.dtype)
+    weight[at], weight[last] = values, loop_values.to(values.dtype)
+    return SparseMatrix(crow, col, weight, shape)
 
 
 @dataclass(eq=False)

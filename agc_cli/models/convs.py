@@ -56,10 +56,19 @@ class TransformPropagateConv(nn.Module):
     def weight_part(self, name: str) -> Tensor:
         return self.weight[:, self._slices[name]]
 
-    def part(self, t: Tensor, name: str) -> Tensor:
+    def part(self, t: Tensor | dict[str, Tensor], name: str) -> Tensor:
+        """One part's columns of the transform ``t``, or that part when ``t`` is already split
+        (:meth:`split_parts`)."""
+        if isinstance(t, dict):
+            return t[name]
         if len(self.parts) == 1:  # the whole transform: no slice (its backward would copy)
             return t
         return t[:, self._slices[name]]
+
+    def split_parts(self, t: Tensor) -> dict[str, Tensor]:
+        """The transform as one contiguous tensor per part: what layer-wise inference keeps
+        for every node, since a product gathering rows of a column slice copies it first."""
+        return {name: self.part(t, name).contiguous() for name in self.parts}
 
     def transform(self, x: Features) -> Tensor:
         """``x @ weight`` for dense or sparse ``x``; the input of :meth:`propagate`."""
@@ -84,7 +93,7 @@ class TransformPropagateConv(nn.Module):
         return self.propagate(t, block), self.propagate_permuted(t, block, perm)
 
     def _residual(self, t: Tensor, block: Block) -> Tensor | int:
-        return self.part(t, "residual")[: block.num_dst] if "residual" in self.parts else 0
+        return self.part(t, "residual")[block.dst_rows] if "residual" in self.parts else 0
 
 
 class GCNConv(TransformPropagateConv):
@@ -183,7 +192,7 @@ class SAGEConv(TransformPropagateConv):
 
     def propagate(self, t: Tensor, block: Block) -> Tensor:
         neighbours = block.adjacency("mean").matmul(self.part(t, "lin"))
-        return neighbours + self.bias + self.part(t, "root")[: block.num_dst]
+        return neighbours + self.bias + self.part(t, "root")[block.dst_rows]
 
 
 class GINConv(TransformPropagateConv):
@@ -212,7 +221,7 @@ class GINConv(TransformPropagateConv):
 
     def propagate(self, t: Tensor, block: Block) -> Tensor:
         h = self.part(t, "lin")
-        summed = block.adjacency("sum").matmul(h) + h[: block.num_dst]
+        summed = block.adjacency("sum").matmul(h) + h[block.dst_rows]
         return self.lin2(self.act(summed + self.bias)) + self._residual(t, block)
 
 
@@ -258,7 +267,7 @@ class GATConv(TransformPropagateConv):
         # whose backward reduces over the nodes, costs many times more).
         att = torch.cat([torch.block_diag(*self.att_src[0]), torch.block_diag(*self.att_dst[0])])
         logits = h @ att.T
-        alpha_src, alpha_dst = logits[:, : self.heads], logits[: block.num_dst, self.heads :]
+        alpha_src, alpha_dst = logits[:, : self.heads], logits[block.dst_rows, self.heads :]
         edges = attention_edges(block, self.heads)
         score = alpha_src.index_select(0, edges.src) + alpha_dst.index_select(0, edges.dst)
         score = F.leaky_relu(score, self.negative_slope)
@@ -307,7 +316,7 @@ class GATv2Conv(TransformPropagateConv):
 
     def propagate(self, t: Tensor, block: Block) -> Tensor:
         h_src = self.part(t, "lin") + self.bias_src
-        h_dst = self.part(t, "dst")[: block.num_dst] + self.bias_dst
+        h_dst = self.part(t, "dst")[block.dst_rows] + self.bias_dst
         edges = attention_edges(block, self.heads)
         pair = h_src.index_select(0, edges.src) + h_dst.index_select(0, edges.dst)
         pair = F.leaky_relu(pair, self.negative_slope)

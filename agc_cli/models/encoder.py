@@ -193,6 +193,14 @@ class Encoder(nn.Module):
         # The conv's own forward: it may skip the transform of every source (see GCNConv).
         return self._finish(i, self.convs[i](self._dropout(x_src), block))
 
+    @property
+    def propagates_from_tables(self) -> bool:
+        """Whether every layer reads its destinations' own rows through ``block.dst_rows`` and
+        its sources only through the block's adjacency, so layer-wise inference over every
+        node can pass whole per-node tables (attention layers score every row they are
+        given, and are left to the gathered path)."""
+        return self.gnn_type in ("gcn", "sage", "gin")
+
     def layer_forward_transformed(self, i: int, t_src: Tensor, block: Block) -> Tensor:
         """:meth:`layer_forward` from the sources' transform ``t_src`` (row-wise: in eval mode
         ``transform(i, x)[rows] == transform(i, x[rows])``)."""

@@ -182,6 +182,12 @@ class Settings(BaseSettings):
     fan_out: FanOut = Field(None, description="int or per-layer list; -1 = all neighbours")
     fan_out_final: FanOut = Field(None, description="adaptive schedule: fan-out at the last epoch")
     sampler: Literal["auto", "agc", "pyg"] = "auto"
+    sampled_norm: Literal["block", "subgraph", "rescale"] = Field(
+        "block",
+        description="mini-batch aggregation weights: block = degrees counted inside each "
+        "layer's sampled block; subgraph = inside the whole sampled subgraph (PyG); rescale = "
+        "full-graph degrees, sums over s sampled of d neighbours times d/s (unbiased)",
+    )
     num_workers: int = Field(0, ge=0)
     epochs: int = Field(100, ge=1)
     lr: float = Field(1e-3, gt=0.0)

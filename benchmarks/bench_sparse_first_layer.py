@@ -1,7 +1,7 @@
 """Sparse vs dense first layer on the same sampled mini-batches of a bag-of-words graph.
 
     python benchmarks/bench_sparse_first_layer.py [--dataset Physics] [--root ../shared/data]
-        [--batches 4] [--model dgi] [--num-layers N] [--threads 2]
+        [--batches 4] [--model dgi] [--num-layers N] [--threads 2] [--default-allocator]
 
 The same sampled batches (the preset's encoder, fan-out and batch size of ``--model``) go
 through one training step each with the features as agc keeps them (sparse CSR rows, a
@@ -35,6 +35,7 @@ from agc_cli.models import GraphBatch
 from agc_cli.sampling.loader import GraphFeatureStore, GraphTopologyStore, make_loader
 from agc_cli.sampling.neighbor import CSCTopology
 from agc_cli.settings import load_settings
+from agc_cli.utils.heap import retained_heap
 
 
 class _NoFeatures(GraphFeatureStore):
@@ -84,6 +85,11 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=4)
     p.add_argument("--num-layers", type=int, default=None, help="encoder layers (default: preset)")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="glibc's own mmap/trim thresholds instead of agc's retained heap",
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     root = Path(a.root)
@@ -114,17 +120,22 @@ def main() -> None:
           f"{settings.hidden_channels}, fan-out {settings.fan_out_list()}, "
           f"batch {settings.batch_size}")  # fmt: skip
     runs = {}
-    for kind in ("sparse", "dense"):
-        passes = []
-        for monitor in (False, True):
-            twin = copy.deepcopy(model).train()
-            optimizer = build_optimizer(twin, settings, "cpu")
-            passes.append([
-                step(twin, optimizer, data, graph, kind, seed=i, monitor=monitor)
-                for i, data in enumerate(batches)
-            ])  # fmt: skip
-        # The first (warm-up) step starts from equal weights: its gradients must agree.
-        runs[kind] = [(t[0], m[1], t[2]) for t, m in zip(*passes, strict=True)]
+    # As agc's trainer runs its steps on the CPU (agc_cli.utils.heap); --default-allocator
+    # leaves glibc's thresholds alone.
+    allocator = "glibc defaults" if a.default_allocator else "retained heap (as agc trains)"
+    print(f"allocator    {allocator}")
+    with retained_heap(not a.default_allocator):
+        for kind in ("sparse", "dense"):
+            passes = []
+            for monitor in (False, True):
+                twin = copy.deepcopy(model).train()
+                optimizer = build_optimizer(twin, settings, "cpu")
+                passes.append([
+                    step(twin, optimizer, data, graph, kind, seed=i, monitor=monitor)
+                    for i, data in enumerate(batches)
+                ])  # fmt: skip
+            # The first (warm-up) step starts from equal weights: its gradients must agree.
+            runs[kind] = [(t[0], m[1], t[2]) for t, m in zip(*passes, strict=True)]
     first = runs["sparse"][0][2], runs["dense"][0][2]
     diff = max(float((first[0][n] - first[1][n]).abs().max()) for n in first[0])
     scale = max(float(g.abs().max()) for g in first[1].values())

@@ -55,7 +55,7 @@ def main() -> None:
          "seen": seen, "history": trainer.history, "threads": torch.get_num_threads()},
         a.out / f"rank{session.dist.rank}.pt",
     )  # fmt: skip
-    distributed.shutdown()
+    distributed.shutdown(synchronize=True)
 
 
 if __name__ == "__main__":

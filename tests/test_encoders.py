@@ -139,7 +139,8 @@ def test_layerwise_inference_over_one_hop_chunks_equals_full_forward(gnn_type):
         for i in range(encoder.num_layers):
             h = torch.empty(graph.num_nodes, encoder.hidden_channels)
             for chunk in torch.arange(graph.num_nodes).split(7):
-                b = GraphBatch.from_sampled(sample_batch(graph, chunk, 1, with_x=False), graph)
+                data = sample_batch(graph, chunk, 1, with_x=False)
+                b = GraphBatch.from_sampled(data, graph, normalization="rescale")
                 x_src = b.x if i == 0 else outputs[-1][b.n_id]
                 h[b.n_id[: b.batch_size]] = encoder.layer_forward(i, x_src, b.block(0, 1))
             outputs.append(h)
@@ -159,10 +160,62 @@ def test_trimmed_minibatch_forward_equals_full_forward_on_seeds(gnn_type, with_x
     encoder.eval()
     full = GraphBatch.full(graph)
     seeds = torch.tensor([17, 3, 29, 8])
-    batch = GraphBatch.from_sampled(sample_batch(graph, seeds, 2, with_x=with_x), graph)
+    data = sample_batch(graph, seeds, 2, with_x=with_x)
+    batch = GraphBatch.from_sampled(data, graph, normalization="rescale")
     z = encoder(batch.x, batch)
     assert z.shape == (4, encoder.out_channels)
     torch.testing.assert_close(z, encoder(full.x, full)[seeds])
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_subgraph_normalisation_is_pyg_gcn_on_the_sampled_subgraph(layers):
+    """``normalization="subgraph"``: each layer is PyG's GCNConv (gcn_norm with self-loops)
+    run on the whole sampled subgraph, read at the nodes the trimmed layer computes."""
+    graph = tiny_graph()
+    generator = torch.Generator().manual_seed(0)
+    data = sample_batch(graph, torch.tensor([17, 3, 29, 8]), layers, fan_out=2,
+                        generator=generator)  # fmt: skip
+    batch = GraphBatch.from_sampled(data, graph, normalization="subgraph")
+    encoder = _encoder("gcn", graph.num_features, layers=layers).eval()
+    h = data.x
+    for i in range(layers):
+        h = encoder.acts[i](_pyg_gcn(encoder, i)(h, data.edge_index))
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(batch.x, batch), h[: batch.batch_size].detach())
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_block_normalisation_is_pyg_gcn_on_each_layers_block(layers):
+    """The default, ``normalization="block"``: layer ``i`` is PyG's GCNConv on that layer's
+    trimmed block alone (its sources as the nodes: those that are not destinations have no
+    in-edges, only their self-loop)."""
+    graph = tiny_graph()
+    generator = torch.Generator().manual_seed(0)
+    data = sample_batch(graph, torch.tensor([17, 3, 29, 8]), layers, fan_out=2,
+                        generator=generator)  # fmt: skip
+    batch = GraphBatch.from_sampled(data, graph)
+    assert batch.normalization == "block"
+    encoder = _encoder("gcn", graph.num_features, layers=layers).eval()
+    h = data.x
+    for i in range(layers):
+        block = batch.block(i, layers)
+        out = _pyg_gcn(encoder, i)(h[: block.num_src], block.edge_index)
+        h = encoder.acts[i](out[: block.num_dst])
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(batch.x, batch), h.detach())
+    rescaled = GraphBatch.from_sampled(data, graph, normalization="rescale")
+    with torch.no_grad():
+        assert not torch.allclose(encoder(batch.x, batch), encoder(rescaled.x, rescaled))
+
+
+def _pyg_gcn(encoder: Encoder, i: int):
+    from torch_geometric.nn import GCNConv as PyGGCNConv
+
+    conv = encoder.convs[i]
+    reference = PyGGCNConv(conv.weight.shape[0], conv.weight.shape[1])
+    reference.lin.weight.data = conv.weight.data.T.clone()
+    reference.bias.data = conv.bias.data.clone()
+    return reference
 
 
 @pytest.mark.parametrize("gnn_type", GNN_TYPES)

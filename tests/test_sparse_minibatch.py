@@ -244,6 +244,52 @@ def test_forward_pair_equals_forward_on_features_and_on_permuted_features(
         torch.testing.assert_close(grads[name], expected[name], msg=name)
 
 
+@pytest.mark.parametrize("norm", ["none", "layer", "batch"])
+@pytest.mark.parametrize("gnn_type", ["gcn", "sage"])
+def test_forward_pair_equals_two_passes_in_full_batch_with_any_norm(gnn_type, norm):
+    # Full-batch the two views are stacked as two copies of the whole graph (one hop); batch
+    # norm keeps the views apart. Outputs and weight gradients equal two plain passes.
+    graph = _sparse_graph()
+    torch.manual_seed(0)
+    encoder = Encoder(graph.num_features, 16, 3, gnn_type, norm=norm)
+    batch = GraphBatch.full(graph)
+    perm = torch.randperm(graph.num_nodes, generator=torch.Generator().manual_seed(1))
+    pos, neg = encoder.forward_pair(batch.x, batch, perm)
+    dense = batch.x.to_dense()
+    permuted = batch.with_features(SparseMatrix.from_csr(dense[perm].to_sparse_csr()))
+    want_pos, want_neg = encoder(batch.x, batch), encoder(permuted.x, permuted)
+    torch.testing.assert_close(pos, want_pos)
+    torch.testing.assert_close(neg, want_neg)
+    loss = (pos * neg.flip(0)).sum() + pos.square().sum()
+    want = (want_pos * want_neg.flip(0)).sum() + want_pos.square().sum()
+    grads, expected = _grads(encoder, loss), _grads(encoder, want)
+    # A bias before batch norm has a zero gradient, in float32 rounding noise: an absolute
+    # tolerance relative to the largest gradient.
+    scale = max(float(g.abs().max()) for g in expected.values())
+    for name in expected:
+        torch.testing.assert_close(grads[name], expected[name], atol=1e-6 * scale, rtol=1e-4)
+
+
+def test_pair_layout_keeps_every_layers_destinations_of_both_views_first():
+    graph = _sparse_graph()
+    batch, _ = _sampled_pair(graph, layers=3)
+    layout = batch.pair_layout(3)
+    sizes = batch.num_sampled_nodes[:4]
+    index = layout.index
+    # A permutation of two copies of the nodes.
+    assert torch.equal(index.flatten().sort().values, torch.arange(2 * sum(sizes)))
+    for depth in range(1, 4):  # the destinations of layers 2, 1, 0: hops below ``depth``
+        inner = sum(sizes[:depth])
+        assert int(index[:, :inner].max()) == 2 * inner - 1
+        order = layout.order(inner)
+        assert torch.equal(order.sort().values, torch.arange(2 * inner))
+        # Stacked row r holds row order[r] of [view 0; view 1].
+        views = torch.cat([torch.arange(inner), torch.arange(inner) + 10_000])
+        stacked = views[order]
+        assert torch.equal(stacked[index[0, :inner]], torch.arange(inner))
+        assert torch.equal(stacked[index[1, :inner]], torch.arange(inner) + 10_000)
+
+
 def test_gcn_on_sparse_features_never_materialises_the_transform(monkeypatch):
     # The first GCN layer of a sampled bag-of-words batch is one chained product A (X W): the
     # [sources, hidden] transform X W is never built (DGI's pair included).

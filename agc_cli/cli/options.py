@@ -139,6 +139,13 @@ FanOutFinal = Annotated[
     _opt("--fan-out-final", panel=TRAIN,
          help="Adaptive schedule: fan-out reached at the last epoch (grows linearly)."),
 ]  # fmt: skip
+SampledNorm = Annotated[
+    str | None,
+    _opt("--sampled-norm", setting="sampled_norm", panel=TRAIN,
+         help="Mini-batch aggregation weights: block (degrees inside each layer's sampled "
+              "block), subgraph (inside the whole sampled subgraph, as PyG) or rescale (full "
+              "degrees, sums scaled by d/s)."),
+]  # fmt: skip
 Epochs = Annotated[
     int | None, _opt("--epochs", setting="epochs", help="Training epochs.", panel=TRAIN)
 ]

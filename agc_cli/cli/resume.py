@@ -60,6 +60,7 @@ def resume(
         raise typer.Exit(distributed.launch(nproc_per_node, argv))
     try:
         report = _resume(run_dir, overrides, checkpoint, best)
+        distributed.shutdown(synchronize=True)
     finally:
         distributed.shutdown()
     render.emit(report, show)

@@ -25,6 +25,7 @@ def run(
     batch_size: o.BatchSize = None,
     fan_out: o.FanOut = None,
     fan_out_final: o.FanOutFinal = None,
+    sampled_norm: o.SampledNorm = None,
     epochs: o.Epochs = None,
     lr: o.Lr = None,
     device: o.Device = None,

@@ -31,6 +31,7 @@ def train(
     batch_size: o.BatchSize = None,
     fan_out: o.FanOut = None,
     fan_out_final: o.FanOutFinal = None,
+    sampled_norm: o.SampledNorm = None,
     epochs: o.Epochs = None,
     lr: o.Lr = None,
     device: o.Device = None,
@@ -76,6 +77,7 @@ def train(
     try:
         session, run = common.start_session(settings)
         report = common.run_training(session, run)
+        distributed.shutdown(synchronize=True)
     finally:
         distributed.shutdown()
     render.emit(report, show)

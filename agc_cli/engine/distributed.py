@@ -93,8 +93,17 @@ def init(device: torch.device) -> DistContext:
     return DistContext(ctx.rank, ctx.world_size, ctx.local_rank, ctx.local_world_size, backend)
 
 
-def shutdown() -> None:
+def shutdown(synchronize: bool = False) -> None:
+    """Leave the process group (nothing outside torchrun).
+
+    ``synchronize`` (a rank that finished its work normally) waits at a barrier first: a rank
+    destroying the group while a peer is still in it can hang there (observed with gloo: rank
+    1 gone, rank 0 blocked in ``destroy_process_group``). Never after an error, when a peer
+    may never arrive.
+    """
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 

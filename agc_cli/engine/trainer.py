@@ -49,6 +49,7 @@ from agc_cli.models.base import ClusteringModel
 from agc_cli.models.batch import GraphBatch
 from agc_cli.sampling import derive_seed, drop_consumed, make_loader, shard_batches
 from agc_cli.settings import Settings
+from agc_cli.utils.heap import retained_heap
 
 
 @dataclass
@@ -297,7 +298,10 @@ class Trainer:
             {"epochs": s.epochs, "start_epoch": start_epoch, "mini_batch": self.mini_batch}
         )
         t0 = time.perf_counter()
-        with MemoryMonitor(self.device) as mon, self._signals(), self.profiler:
+        # Freed step memory stays in the process on the CPU (agc_cli.utils.heap: no page
+        # faults on the same large tensors every step).
+        cpu = torch.device(self.device).type == "cpu"
+        with MemoryMonitor(self.device) as mon, self._signals(), self.profiler, retained_heap(cpu):
             try:
                 while (
                     self.state.epoch < s.epochs
@@ -391,7 +395,9 @@ class Trainer:
                 if data is None:
                     return
                 with stage("host-to-device copy"):
-                    batch = GraphBatch.from_sampled(data, self.graph, self.device)
+                    batch = GraphBatch.from_sampled(
+                        data, self.graph, self.device, self.settings.sampled_norm
+                    )
                 yield index, batch
                 index += 1
 

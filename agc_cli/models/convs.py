@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agc_cli.models.batch import Block, Features
+from agc_cli.models.batch import Block, Features, PairLayout
 from agc_cli.models.sparse import SparseMatrix, chain_matmul
 
 # Cost of re-sorting one adjacency entry, in copied elements of a dense matrix (rough).
@@ -32,6 +32,11 @@ REMAP_COST = 8
 def _glorot_(weight: Tensor) -> None:
     bound = math.sqrt(6.0 / (weight.shape[-2] + weight.shape[-1]))
     nn.init.uniform_(weight, -bound, bound)
+
+
+def _plus_residual(out: Tensor, residual: Tensor | int) -> Tensor:
+    """``out + residual`` in place (``out`` is a fresh result, ``residual`` 0 when absent)."""
+    return out if isinstance(residual, int) else out.add_(residual)
 
 
 class TransformPropagateConv(nn.Module):
@@ -92,6 +97,14 @@ class TransformPropagateConv(nn.Module):
         t = self.transform(x)
         return self.propagate(t, block), self.propagate_permuted(t, block, perm)
 
+    def forward_pair_stacked(
+        self, x: Features, block: Block, perm: Tensor, layout: PairLayout
+    ) -> Tensor:
+        """:meth:`forward_pair`'s two outputs as one ``[2 * num_dst, out]`` tensor in the
+        stacked order of ``layout`` (the input of ``GraphBatch.paired_block``)."""
+        pos, neg = self.forward_pair(x, block, perm)
+        return torch.cat([pos, neg]).index_select(0, layout.order(block.num_dst))
+
     def _residual(self, t: Tensor, block: Block) -> Tensor | int:
         return self.part(t, "residual")[block.dst_rows] if "residual" in self.parts else 0
 
@@ -123,8 +136,8 @@ class GCNConv(TransformPropagateConv):
 
     def propagate(self, t: Tensor, block: Block) -> Tensor:
         # Self-loops stored in the adjacency: the whole step (and its backward) is one product.
-        out = block.adjacency("gcn_self").matmul(self.part(t, "lin"))
-        return out + self.bias + self._residual(t, block)
+        out = block.adjacency("gcn_self").matmul(self.part(t, "lin")).add_(self.bias)
+        return _plus_residual(out, self._residual(t, block))
 
     def propagate_permuted(self, t: Tensor, block: Block, perm: Tensor) -> Tensor:
         adjacency = block.adjacency("gcn_self")
@@ -134,7 +147,7 @@ class GCNConv(TransformPropagateConv):
         # edge-heavy graphs.
         if "residual" in self.parts or adjacency.nnz * REMAP_COST > t.numel():
             return super().propagate_permuted(t, block, perm)
-        return adjacency.remap_columns(perm).matmul(t) + self.bias
+        return adjacency.remap_columns(perm).matmul(t).add_(self.bias)
 
     def forward(self, x: Features, block: Block) -> Tensor:
         adjacency = block.adjacency("gcn_self")
@@ -144,7 +157,7 @@ class GCNConv(TransformPropagateConv):
             if x.shape[0] != adjacency.shape[1]:
                 return super().forward(x, block)
             # A (X W) one column block at a time: the [sources, width] transform never exists.
-            return chain_matmul([adjacency, x], self.weight) + self.bias
+            return chain_matmul([adjacency, x], self.weight).add_(self.bias)
         # A (x W) == (A x) W, and the second form multiplies only the destinations' rows by W:
         # far cheaper in a sampled batch's upper layers, whose destinations are a fraction of
         # their sources (Physics, DGI with 2 layers: 2,048 of 14,900 nodes, 7x fewer FLOPs).
@@ -152,7 +165,7 @@ class GCNConv(TransformPropagateConv):
         transform_first = x.shape[0] * width_in * width_out + adjacency.nnz * width_out
         propagate_first = adjacency.nnz * width_in + block.num_dst * width_in * width_out
         if self.reassociate and propagate_first < transform_first:
-            return adjacency.matmul(x) @ self.weight + self.bias
+            return torch.addmm(self.bias, adjacency.matmul(x), self.weight)
         return super().forward(x, block)
 
     def forward_pair(self, x: Features, block: Block, perm: Tensor) -> tuple[Tensor, Tensor]:
@@ -164,15 +177,28 @@ class GCNConv(TransformPropagateConv):
         edge_heavy = adjacency.nnz * REMAP_COST > x.shape[0] * self.weight.shape[1]
         if "residual" in self.parts or (edge_heavy and not sparse):
             return super().forward_pair(x, block, perm)
-        # [A; A P] (X W): both views in one product, forward and backward (see
-        # SparseMatrix.stack_remapped); for sparse X one column block at a time (see forward).
-        both = adjacency.stack_remapped(perm)
-        if sparse:
-            out = chain_matmul([both, x], self.weight)
-        else:
-            out = both.matmul(self.transform(x))
-        pos, neg = (out + self.bias).split(block.num_dst)
+        out = self._pair_product(x, adjacency.stack_remapped(perm))
+        pos, neg = out.split(block.num_dst)
         return pos, neg
+
+    def forward_pair_stacked(
+        self, x: Features, block: Block, perm: Tensor, layout: PairLayout
+    ) -> Tensor:
+        adjacency = block.adjacency("gcn_self")
+        edge_heavy = adjacency.nnz * REMAP_COST > x.shape[0] * self.weight.shape[1]
+        if "residual" in self.parts or (edge_heavy and not isinstance(x, SparseMatrix)):
+            return super().forward_pair_stacked(x, block, perm, layout)
+        # The stacked adjacency's rows put in the layout's order: nothing dense is permuted.
+        both = adjacency.stack_remapped(perm).rows(layout.order(block.num_dst))
+        return self._pair_product(x, both)
+
+    def _pair_product(self, x: Features, both: SparseMatrix) -> Tensor:
+        """``both @ (x W) + b`` for ``both`` = ``[A; A P]`` (its rows in any order): both views
+        in one product, forward and backward (see SparseMatrix.stack_remapped); for sparse x
+        one column block at a time (see forward)."""
+        if isinstance(x, SparseMatrix):
+            return chain_matmul([both, x], self.weight).add_(self.bias)
+        return both.matmul(self.transform(x)).add_(self.bias)
 
 
 class SAGEConv(TransformPropagateConv):
@@ -192,7 +218,7 @@ class SAGEConv(TransformPropagateConv):
 
     def propagate(self, t: Tensor, block: Block) -> Tensor:
         neighbours = block.adjacency("mean").matmul(self.part(t, "lin"))
-        return neighbours + self.bias + self.part(t, "root")[block.dst_rows]
+        return neighbours.add_(self.bias).add_(self.part(t, "root")[block.dst_rows])
 
 
 class GINConv(TransformPropagateConv):
@@ -221,8 +247,8 @@ class GINConv(TransformPropagateConv):
 
     def propagate(self, t: Tensor, block: Block) -> Tensor:
         h = self.part(t, "lin")
-        summed = block.adjacency("sum").matmul(h) + h[block.dst_rows]
-        return self.lin2(self.act(summed + self.bias)) + self._residual(t, block)
+        summed = block.adjacency("sum").matmul(h).add_(h[block.dst_rows]).add_(self.bias)
+        return _plus_residual(self.lin2(self.act(summed)), self._residual(t, block))
 
 
 class GATConv(TransformPropagateConv):

@@ -182,11 +182,11 @@ class Settings(BaseSettings):
     fan_out: FanOut = Field(None, description="int or per-layer list; -1 = all neighbours")
     fan_out_final: FanOut = Field(None, description="adaptive schedule: fan-out at the last epoch")
     sampler: Literal["auto", "agc", "pyg"] = "auto"
-    sampled_norm: Literal["block", "subgraph", "rescale"] = Field(
-        "block",
-        description="mini-batch aggregation weights: block = degrees counted inside each "
-        "layer's sampled block; subgraph = inside the whole sampled subgraph (PyG); rescale = "
-        "full-graph degrees, sums over s sampled of d neighbours times d/s (unbiased)",
+    sampled_norm: Literal["rescale", "block", "subgraph"] = Field(
+        "rescale",
+        description="mini-batch aggregation weights: rescale = full-graph degrees, sums over s "
+        "sampled of d neighbours times d/s (unbiased); block = degrees counted inside each "
+        "layer's sampled block; subgraph = inside the whole sampled subgraph (PyG)",
     )
     num_workers: int = Field(0, ge=0)
     epochs: int = Field(100, ge=1)
@@ -399,7 +399,9 @@ def value_sources(
     yaml_layer = select_yaml_layer(doc, dataset)
     dataset = dataset or yaml_layer.get("dataset") or Settings.model_fields["dataset"].default
     model = cli.get("model") or env_value.get("model") or yaml_layer.get("model") or "dgi"
-    preset = model_preset(str(model), str(dataset))
+    preset = model_preset(
+        str(model), str(dataset), _mini_batch_requested(cli, env_value, yaml_layer)
+    )
     layers = (("flag", cli), ("env", env_value), ("config", yaml_layer), ("preset", preset))
     return {
         name: next((source for source, layer in layers if name in layer), "default")
@@ -433,7 +435,9 @@ def load_settings(
     yaml_layer = select_yaml_layer(doc, dataset)
     dataset = dataset or yaml_layer.get("dataset") or Settings.model_fields["dataset"].default
     model = cli.get("model") or env_value.get("model") or yaml_layer.get("model") or "dgi"
-    preset = model_preset(str(model), str(dataset))
+    preset = model_preset(
+        str(model), str(dataset), _mini_batch_requested(cli, env_value, yaml_layer)
+    )
     token = _LAYERS.set({"yaml": yaml_layer, "preset": preset})
     try:
         settings = Settings(**cli)
@@ -442,6 +446,19 @@ def load_settings(
     finally:
         _LAYERS.reset(token)
     return settings
+
+
+def _mini_batch_requested(*layers: Mapping[str, Any]) -> bool | None:
+    """``mini_batch`` as the first of the flag, ``AGC_*`` and YAML layers that sets it (a
+    preset's mini-batch values follow the user's choice of mode, not its own)."""
+    for layer in layers:
+        value = layer.get("mini_batch")
+        if value is None:
+            continue
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    return None
 
 
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:

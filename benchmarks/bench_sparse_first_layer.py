@@ -1,7 +1,8 @@
 """Sparse vs dense first layer on the same sampled mini-batches of a bag-of-words graph.
 
     python benchmarks/bench_sparse_first_layer.py [--dataset Physics] [--root ../shared/data]
-        [--batches 4] [--model dgi] [--num-layers N] [--threads 2] [--default-allocator]
+        [--batches 4] [--model dgi] [--num-layers N] [--batch-size 2048] [--threads 2]
+        [--default-allocator]
 
 The same sampled batches (the preset's encoder, fan-out and batch size of ``--model``) go
 through one training step each with the features as agc keeps them (sparse CSR rows, a
@@ -84,6 +85,12 @@ def main() -> None:
     p.add_argument("--model", default="dgi")
     p.add_argument("--batches", type=int, default=4)
     p.add_argument("--num-layers", type=int, default=None, help="encoder layers (default: preset)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=2048,
+        help="seeds per batch (default 2048, the planner's size for 10K-1M nodes)",
+    )
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument(
         "--default-allocator",
@@ -99,7 +106,9 @@ def main() -> None:
     graph = load_graph(a.dataset, staged_root(a.dataset, root), cache)
     if not graph.sparse_features:
         raise SystemExit(f"{a.dataset}: features are dense; nothing to compare")
-    overrides = {} if a.num_layers is None else {"num_layers": a.num_layers}
+    overrides = {"batch_size": a.batch_size}
+    if a.num_layers is not None:
+        overrides["num_layers"] = a.num_layers
     settings = load_settings({"dataset": a.dataset, "model": a.model, "mini_batch": True,
                               "cache_dir": cache, **overrides})  # fmt: skip
     torch.manual_seed(0)

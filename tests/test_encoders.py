@@ -186,15 +186,14 @@ def test_subgraph_normalisation_is_pyg_gcn_on_the_sampled_subgraph(layers):
 
 @pytest.mark.parametrize("layers", [1, 2])
 def test_block_normalisation_is_pyg_gcn_on_each_layers_block(layers):
-    """The default, ``normalization="block"``: layer ``i`` is PyG's GCNConv on that layer's
-    trimmed block alone (its sources as the nodes: those that are not destinations have no
-    in-edges, only their self-loop)."""
+    """``normalization="block"``: layer ``i`` is PyG's GCNConv on that layer's trimmed block
+    alone (its sources as the nodes: those that are not destinations have no in-edges, only
+    their self-loop)."""
     graph = tiny_graph()
     generator = torch.Generator().manual_seed(0)
     data = sample_batch(graph, torch.tensor([17, 3, 29, 8]), layers, fan_out=2,
                         generator=generator)  # fmt: skip
-    batch = GraphBatch.from_sampled(data, graph)
-    assert batch.normalization == "block"
+    batch = GraphBatch.from_sampled(data, graph, normalization="block")
     encoder = _encoder("gcn", graph.num_features, layers=layers).eval()
     h = data.x
     for i in range(layers):

@@ -46,6 +46,23 @@ def test_model_preset_sits_between_yaml_and_defaults(tmp_path):
     assert load_settings(config=cfg).hidden_channels == 64
 
 
+def test_a_presets_mini_batch_values_follow_the_users_choice_of_mode(tmp_path, monkeypatch):
+    # DGI on Physics trains full-batch by its preset; asked for mini-batch (flag, AGC_*,
+    # YAML), it gets the batch size and schedule measured for that mode, below any flag.
+    physics = {"model": "dgi", "dataset": "Physics"}
+    full = load_settings(physics)
+    assert (full.mini_batch, full.batch_size, full.epochs) == (False, 2048, 300)
+    mini = load_settings({**physics, "mini_batch": True})
+    assert (mini.batch_size, mini.epochs, mini.sampled_norm) == (8192, 75, "rescale")
+    assert load_settings({**physics, "mini_batch": True, "epochs": 5}).epochs == 5
+    assert load_settings({**physics, "mini_batch": False}).batch_size == 2048
+    cfg = write(tmp_path, "mini_batch: true\n")
+    assert load_settings(physics, config=cfg).batch_size == 8192
+    monkeypatch.setenv("AGC_MINI_BATCH", "1")
+    assert load_settings(physics).batch_size == 8192
+    assert load_settings({**physics, "mini_batch": False}).batch_size == 2048  # flag wins
+
+
 def test_yaml_default_and_dataset_sections(tmp_path):
     cfg = write(
         tmp_path,

@@ -152,3 +152,26 @@ def test_adaptive_fan_out_grows_linearly_over_epochs():
                                                          [10, -1]]  # fmt: skip
     _, result = train(s, None)
     assert len(result.history) == 5
+
+
+@pytest.mark.parametrize("norm", [None, "block", "subgraph"])
+def test_sampled_norm_reaches_every_training_batch(capsys, tmp_path, monkeypatch, norm):
+    # --sampled-norm travels flag -> settings.yaml -> every batch the trainer builds
+    # (rescale when not given).
+    from agc_cli.models.batch import GraphBatch
+
+    seen = []
+    original = GraphBatch.from_sampled.__func__
+
+    def recording(cls, data, graph, device="cpu", normalization="rescale"):
+        seen.append(normalization)
+        return original(cls, data, graph, device, normalization)
+
+    monkeypatch.setattr(GraphBatch, "from_sampled", classmethod(recording))
+    extra = ["--sampled-norm", norm] if norm else []
+    r = run_agc(capsys, *args(tmp_path, "--model", "dgi", "--mini-batch", "--batch-size", "128",
+                              *extra))  # fmt: skip
+    assert r.code == 0, r.err
+    want = norm or "rescale"
+    assert yaml.safe_load((tmp_path / "run" / "settings.yaml").read_text())["sampled_norm"] == want
+    assert seen and set(seen) == {want}

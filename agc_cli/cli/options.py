@@ -142,9 +142,9 @@ FanOutFinal = Annotated[
 SampledNorm = Annotated[
     str | None,
     _opt("--sampled-norm", setting="sampled_norm", panel=TRAIN,
-         help="Mini-batch aggregation weights: block (degrees inside each layer's sampled "
-              "block), subgraph (inside the whole sampled subgraph, as PyG) or rescale (full "
-              "degrees, sums scaled by d/s)."),
+         help="Mini-batch aggregation weights: rescale (full degrees, sums over s of d "
+              "neighbours scaled by d/s: unbiased), block (degrees inside each layer's sampled "
+              "block) or subgraph (inside the whole sampled subgraph, as PyG)."),
 ]  # fmt: skip
 Epochs = Annotated[
     int | None, _opt("--epochs", setting="epochs", help="Training epochs.", panel=TRAIN)

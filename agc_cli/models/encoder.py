@@ -78,7 +78,11 @@ class _PReLUFunction(torch.autograd.Function):
         grad_weight = buffer.sum(dim=0)
         # sign(min(x, 0)) is -1 where x < 0 and 0 elsewhere, so the slope is
         # 1 + sign (1 - a): grad_x = grad + grad * sign * (1 - a), built in the same buffer.
-        buffer.copy_(negative).sign_().mul_(1 - weight)  # (copy_ converts under autocast)
+        if buffer.dtype == negative.dtype:
+            torch.sign(negative, out=buffer)
+        else:  # autocast: copy_ converts
+            buffer.copy_(negative).sign_()
+        buffer.mul_(1 - weight)
         return torch.addcmul(grad, grad, buffer, out=buffer), grad_weight
 
 

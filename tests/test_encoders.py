@@ -171,12 +171,7 @@ def test_trimmed_minibatch_forward_equals_full_forward_on_seeds(gnn_type, with_x
 def test_subgraph_normalisation_is_pyg_gcn_on_the_sampled_subgraph(layers):
     """``normalization="subgraph"``: each layer is PyG's GCNConv (gcn_norm with self-loops)
     run on the whole sampled subgraph, read at the nodes the trimmed layer computes."""
-    graph = tiny_graph()
-    generator = torch.Generator().manual_seed(0)
-    data = sample_batch(graph, torch.tensor([17, 3, 29, 8]), layers, fan_out=2,
-                        generator=generator)  # fmt: skip
-    batch = GraphBatch.from_sampled(data, graph, normalization="subgraph")
-    encoder = _encoder("gcn", graph.num_features, layers=layers).eval()
+    data, batch, encoder = _sampled_gcn(layers, "subgraph")
     h = data.x
     for i in range(layers):
         h = encoder.acts[i](_pyg_gcn(encoder, i)(h, data.edge_index))
@@ -189,12 +184,7 @@ def test_block_normalisation_is_pyg_gcn_on_each_layers_block(layers):
     """``normalization="block"``: layer ``i`` is PyG's GCNConv on that layer's trimmed block
     alone (its sources as the nodes: those that are not destinations have no in-edges, only
     their self-loop)."""
-    graph = tiny_graph()
-    generator = torch.Generator().manual_seed(0)
-    data = sample_batch(graph, torch.tensor([17, 3, 29, 8]), layers, fan_out=2,
-                        generator=generator)  # fmt: skip
-    batch = GraphBatch.from_sampled(data, graph, normalization="block")
-    encoder = _encoder("gcn", graph.num_features, layers=layers).eval()
+    data, batch, encoder = _sampled_gcn(layers, "block")
     h = data.x
     for i in range(layers):
         block = batch.block(i, layers)
@@ -202,9 +192,20 @@ def test_block_normalisation_is_pyg_gcn_on_each_layers_block(layers):
         h = encoder.acts[i](out[: block.num_dst])
     with torch.no_grad():
         torch.testing.assert_close(encoder(batch.x, batch), h.detach())
-    rescaled = GraphBatch.from_sampled(data, graph, normalization="rescale")
+    rescaled = GraphBatch.from_sampled(data, tiny_graph(), normalization="rescale")
     with torch.no_grad():
         assert not torch.allclose(encoder(batch.x, batch), encoder(rescaled.x, rescaled))
+
+
+def _sampled_gcn(layers: int, normalization: str):
+    """A sampled batch of 4 seeds (fan-out 2) of the tiny graph with ``normalization``, and a
+    GCN encoder in eval mode."""
+    graph = tiny_graph()
+    generator = torch.Generator().manual_seed(0)
+    data = sample_batch(graph, torch.tensor([17, 3, 29, 8]), layers, fan_out=2,
+                        generator=generator)  # fmt: skip
+    batch = GraphBatch.from_sampled(data, graph, normalization=normalization)
+    return data, batch, _encoder("gcn", graph.num_features, layers=layers).eval()
 
 
 def _pyg_gcn(encoder: Encoder, i: int):

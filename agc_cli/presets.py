@@ -442,10 +442,12 @@ def model_preset(model: str, dataset: str, mini_batch: bool | None = None) -> di
     ``mini_batch`` true, the entries' :data:`MINI_BATCH` values on top."""
     entry = PRESETS.get(model.lower(), {})
     preset = dict(entry.get("default", {}))
+    extra = dict(preset.pop(MINI_BATCH, {}))
     for name, values in entry.items():
         if name != "default" and name.lower() == dataset.lower():
+            values = dict(values)
+            extra.update(values.pop(MINI_BATCH, {}))
             preset.update(values)
-    extra = preset.pop(MINI_BATCH, {})
     if mini_batch:
         preset.update(extra)
     return preset

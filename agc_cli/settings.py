@@ -17,7 +17,14 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from platformdirs import user_cache_path, user_data_path
-from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -455,9 +462,10 @@ def _mini_batch_requested(*layers: Mapping[str, Any]) -> bool | None:
         value = layer.get("mini_batch")
         if value is None:
             continue
-        if isinstance(value, str):
-            return value.strip().lower() in ("1", "true", "yes", "on")
-        return bool(value)
+        try:  # as pydantic reads the setting itself ("y", "on", "1", ...)
+            return TypeAdapter(bool).validate_python(value)
+        except ValidationError:
+            return None  # the settings' own validation reports it
     return None
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -23,6 +26,17 @@ def _faults_of_second_allocation() -> int:
     return faults
 
 
+_CONTROL = """
+import resource, torch
+def faults():
+    first = torch.ones(16 * 2**20); del first
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    second = torch.ones(16 * 2**20)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(min(faults() for _ in range(8)))
+"""
+
+
 @glibc
 def test_inside_a_freed_large_tensor_is_reused_without_page_faults():
     pages = 64 * 2**20 // resource.getpagesize()
@@ -32,6 +46,22 @@ def test_inside_a_freed_large_tensor_is_reused_without_page_faults():
         # loop's first steps do; then the same sizes come back from it.
         inside = min(_faults_of_second_allocation() for _ in range(8))
     assert inside < pages // 10
+    # Control, in a fresh process with glibc's own settings: every cycle faults anew.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run([sys.executable, "-c", _CONTROL], capture_output=True, text=True,
+                          env=env, check=True, timeout=120)  # fmt: skip
+    assert int(done.stdout) > pages // 2
+
+
+@glibc
+def test_nested_contexts_restore_only_at_the_outermost_exit():
+    pages = 64 * 2**20 // resource.getpagesize()
+    with heap.retained_heap():
+        with heap.retained_heap():
+            pass
+        assert heap._depth == 1
+        assert min(_faults_of_second_allocation() for _ in range(8)) < pages // 10
+    assert heap._depth == 0
 
 
 def _rss() -> int:

@@ -58,9 +58,26 @@ def test_a_presets_mini_batch_values_follow_the_users_choice_of_mode(tmp_path, m
     assert load_settings({**physics, "mini_batch": False}).batch_size == 2048
     cfg = write(tmp_path, "mini_batch: true\n")
     assert load_settings(physics, config=cfg).batch_size == 8192
-    monkeypatch.setenv("AGC_MINI_BATCH", "1")
-    assert load_settings(physics).batch_size == 8192
+    for value in ("1", "y", "on"):  # whatever pydantic reads as true
+        monkeypatch.setenv("AGC_MINI_BATCH", value)
+        assert load_settings(physics).batch_size == 8192
     assert load_settings({**physics, "mini_batch": False}).batch_size == 2048  # flag wins
+
+
+def test_mini_batch_values_of_a_default_entry_and_a_dataset_entry_merge(monkeypatch):
+    from agc_cli import presets
+
+    monkeypatch.setitem(presets.PRESETS, "toy", {
+        "default": {"lr": 0.1, presets.MINI_BATCH: {"batch_size": 64, "epochs": 5}},
+        "Cora": {"lr": 0.2, presets.MINI_BATCH: {"epochs": 7}},
+    })  # fmt: skip
+    assert presets.model_preset("toy", "Cora") == {"lr": 0.2}
+    assert presets.model_preset("toy", "Cora", mini_batch=True) == {
+        "lr": 0.2, "batch_size": 64, "epochs": 7,
+    }  # fmt: skip
+    assert presets.model_preset("toy", "Photo", mini_batch=True) == {
+        "lr": 0.1, "batch_size": 64, "epochs": 5,
+    }  # fmt: skip
 
 
 def test_yaml_default_and_dataset_sections(tmp_path):

@@ -271,6 +271,52 @@ def test_forward_pair_equals_two_passes_in_full_batch_with_any_norm(gnn_type, no
     _assert_pair_is_two_passes(encoder, batch, perm, permuted, grad_atol_scale=1e-6)
 
 
+@pytest.mark.parametrize("normalization", ["rescale", "block", "subgraph"])
+@pytest.mark.parametrize("jk", ["none", "cat", "max"])
+@pytest.mark.parametrize("gnn_type", GNN_TYPES)
+def test_stacked_views_equal_two_passes_on_a_three_hop_batch(gnn_type, jk, normalization):
+    # Three layers with layer norm, residuals (not SAGE's root weight) and jumping knowledge:
+    # the stacked pair equals two plain passes under every sampled normalisation.
+    graph = _sparse_graph()
+    torch.manual_seed(0)
+    encoder = Encoder(
+        graph.num_features, 16, 3, gnn_type, heads=2 if gnn_type == "gat" else 1,
+        norm="layer", jk=jk, residual=gnn_type != "sage",
+    )  # fmt: skip
+    loader = make_loader(graph, None, [3, 3, 3], batch_size=8, shuffle=True, seed=4)
+    batch = GraphBatch.from_sampled(next(iter(loader)), graph, normalization=normalization)
+    assert len(batch.num_sampled_nodes) == 4 and batch.num_sampled_nodes[3] > 0
+    perm = torch.randperm(batch.num_nodes, generator=torch.Generator().manual_seed(2))
+    permuted = batch.with_features(SparseMatrix.from_csr(batch.x.to_dense()[perm].to_sparse_csr()))
+    _assert_pair_is_two_passes(encoder, batch, perm, permuted)
+
+
+def test_batch_norm_keeps_the_two_pass_path(monkeypatch):
+    # Batch norm's statistics must not mix the views: no stacked pass then; with layer norm
+    # the stacked pass is taken.
+    graph = _sparse_graph()
+    batch, _ = _sampled_pair(graph, layers=2)
+    perm = torch.randperm(batch.num_nodes, generator=torch.Generator().manual_seed(1))
+    calls = []
+    original = Encoder._stacked_pair
+
+    def recording(self, *args):
+        calls.append(self.norms[0].__class__.__name__)
+        return original(self, *args)
+
+    monkeypatch.setattr(Encoder, "_stacked_pair", recording)
+    for norm in ("batch", "layer"):
+        Encoder(graph.num_features, 16, 2, "gcn", norm=norm).forward_pair(batch.x, batch, perm)
+    assert calls == ["LayerNorm"]
+
+
+def test_an_unknown_normalisation_is_refused():
+    graph = _sparse_graph()
+    data = next(iter(make_loader(graph, None, [4], batch_size=16, shuffle=True, seed=3)))
+    with pytest.raises(ValueError, match="normalization"):
+        GraphBatch.from_sampled(data, graph, normalization="blocks")
+
+
 def test_pair_layout_keeps_every_layers_destinations_of_both_views_first():
     graph = _sparse_graph()
     batch, _ = _sampled_pair(graph, layers=3)

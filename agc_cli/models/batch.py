@@ -162,6 +162,10 @@ def _with_loops(
     return SparseMatrix(crow, col, weight, shape)
 
 
+# A sampled batch's aggregation weights (module docstring); the first is the default.
+NORMALIZATIONS = ("rescale", "block", "subgraph")
+
+
 class PairLayout:
     """The order of two stacked copies (views) of a batch's nodes: hop by hop, and within
     each hop the first view's nodes, then the second's.
@@ -259,6 +263,8 @@ class GraphBatch:
         (dense rows or CSR rows) is used when present; otherwise the rows are gathered from
         ``graph``. Sparse features stay sparse either way.
         """
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization: {normalization!r} is not one of {NORMALIZATIONS}")
         n_id = data.n_id
         x = getattr(data, "x", None)
         if x is None and graph.sparse_features:

@@ -38,19 +38,27 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+_depth = 0  # nested contexts: only the outermost sets and restores
+
+
 @contextlib.contextmanager
 def retained_heap(enabled: bool = True) -> Iterator[bool]:
     """Inside: large allocations from the heap, never trimmed. Yields whether it applied."""
+    global _depth
     libc = _libc() if enabled else None
     if libc is None:
         yield False
         return
-    libc.mallopt(_M_MMAP_MAX, 0)
-    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # a C int: 2 GB
+    if _depth == 0:
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # a C int: 2 GB
+    _depth += 1
     try:
         yield True
     finally:
-        libc.mallopt(_M_MMAP_MAX, _MMAP_MAX)
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-        libc.malloc_trim(0)
+        _depth -= 1
+        if _depth == 0:
+            libc.mallopt(_M_MMAP_MAX, _MMAP_MAX)
+            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+            libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+            libc.malloc_trim(0)

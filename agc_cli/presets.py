@@ -32,8 +32,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # mini-batch with fan-out [15, 15] the same model reached 64.38 (batch 2048) and 67.95
         # (one batch of every seed), so the 10K-node rule is overruled here.
         # With --mini-batch: 8,192 seeds per batch, 75 epochs (300 steps), the unbiased d/s
-        # estimate of full aggregations: NMI 74.73, 71.30, 71.35 over seeds 0-2 (batch 2048,
-        # 18 epochs: 64.38 seed 0; agc_cli/models/batch.py, bench_sampled_norm.py).
+        # estimate of full aggregations: NMI 74.73, 71.30, 71.35, 63.62, 72.20 over seeds 0-4
+        # (batch 2048, 18 epochs: 64.38 seed 0; agc_cli/models/batch.py, bench_sampled_norm.py).
         "Physics": {
             "num_layers": 2,
             "mini_batch": False,

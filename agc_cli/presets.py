@@ -77,7 +77,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "Cora": {"epochs": 70, "lambd": 5e-4},
         "Photo": {"feature_mask": [0.2, 0.2], "edge_drop": [0.3, 0.3]},
+        # Full-batch as PyAGC's configuration (the 10K-node rule would sample): NMI 68.51,
+        # 71.92, 71.62 over seeds 0-2 (70.68; PyAGC 70.94 ± 0.04) against 67.93 mini-batch.
         "Physics": {
+            "mini_batch": False,
             "epochs": 5,
             "hidden_channels": 256,
             "feature_mask": [0.5, 0.5],

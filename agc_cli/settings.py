@@ -396,19 +396,7 @@ def value_sources(
 ) -> dict[str, str]:
     """Where :func:`load_settings` takes each setting from, with the same precedence:
     ``flag``, ``env`` (``AGC_*``), ``config`` (the YAML file), ``preset`` or ``default``."""
-    env = os.environ if env is None else env
-    cli = {k: v for k, v in (cli or {}).items() if v is not None}
-    env_value = {
-        k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)
-    }
-    doc = read_config(Path(config)) if config else {}
-    dataset = cli.get("dataset") or env_value.get("dataset")
-    yaml_layer = select_yaml_layer(doc, dataset)
-    dataset = dataset or yaml_layer.get("dataset") or Settings.model_fields["dataset"].default
-    model = cli.get("model") or env_value.get("model") or yaml_layer.get("model") or "dgi"
-    preset = model_preset(
-        str(model), str(dataset), _mini_batch_requested(cli, env_value, yaml_layer)
-    )
+    cli, env_value, yaml_layer, preset = _layers(cli, config, env)
     layers = (("flag", cli), ("env", env_value), ("config", yaml_layer), ("preset", preset))
     return {
         name: next((source for source, layer in layers if name in layer), "default")
@@ -432,19 +420,7 @@ def load_settings(
     Raises:
         SettingsError: listing every problem as ``(key, message)``.
     """
-    env = os.environ if env is None else env
-    cli = {k: v for k, v in (cli or {}).items() if v is not None}
-    doc = read_config(Path(config)) if config else {}
-    env_value = {
-        k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)
-    }
-    dataset = cli.get("dataset") or env_value.get("dataset")
-    yaml_layer = select_yaml_layer(doc, dataset)
-    dataset = dataset or yaml_layer.get("dataset") or Settings.model_fields["dataset"].default
-    model = cli.get("model") or env_value.get("model") or yaml_layer.get("model") or "dgi"
-    preset = model_preset(
-        str(model), str(dataset), _mini_batch_requested(cli, env_value, yaml_layer)
-    )
+    cli, _, yaml_layer, preset = _layers(cli, config, env)
     token = _LAYERS.set({"yaml": yaml_layer, "preset": preset})
     try:
         settings = Settings(**cli)
@@ -453,6 +429,26 @@ def load_settings(
     finally:
         _LAYERS.reset(token)
     return settings
+
+
+def _layers(
+    cli: Mapping[str, Any] | None, config: Path | str | None, env: Mapping[str, str] | None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The flag, ``AGC_*``, YAML and preset layers, top first: the YAML file's section and the
+    preset follow the dataset and model the upper layers name, and the preset's mini-batch
+    values the mode they ask for."""
+    env = os.environ if env is None else env
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    env_value = {
+        k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)
+    }
+    doc = read_config(Path(config)) if config else {}
+    dataset = cli.get("dataset") or env_value.get("dataset")
+    yaml_layer = select_yaml_layer(doc, dataset)
+    dataset = dataset or yaml_layer.get("dataset") or Settings.model_fields["dataset"].default
+    model = cli.get("model") or env_value.get("model") or yaml_layer.get("model") or "dgi"
+    requested = _mini_batch_requested(cli, env_value, yaml_layer)
+    return cli, env_value, yaml_layer, model_preset(str(model), str(dataset), requested)
 
 
 def _mini_batch_requested(*layers: Mapping[str, Any]) -> bool | None:

@@ -191,6 +191,8 @@ class PairLayout:
         self.index = torch.stack(
             [first, first + torch.repeat_interleave(counts, counts, output_size=total)]
         )
+        #: One hop (a full batch): the stacked order is ``[view 0; view 1]`` itself.
+        self.is_identity = len(sizes) == 1
         self._orders: dict[int, Tensor] = {}
 
     def order(self, num_dst: int) -> Tensor:

@@ -102,8 +102,8 @@ class TransformPropagateConv(nn.Module):
     ) -> Tensor:
         """:meth:`forward_pair`'s two outputs as one ``[2 * num_dst, out]`` tensor in the
         stacked order of ``layout`` (the input of ``GraphBatch.paired_block``)."""
-        pos, neg = self.forward_pair(x, block, perm)
-        return torch.cat([pos, neg]).index_select(0, layout.order(block.num_dst))
+        both = torch.cat(self.forward_pair(x, block, perm))
+        return both if layout.is_identity else both.index_select(0, layout.order(block.num_dst))
 
     def _residual(self, t: Tensor, block: Block) -> Tensor | int:
         return self.part(t, "residual")[block.dst_rows] if "residual" in self.parts else 0
@@ -169,28 +169,33 @@ class GCNConv(TransformPropagateConv):
         return super().forward(x, block)
 
     def forward_pair(self, x: Features, block: Block, perm: Tensor) -> tuple[Tensor, Tensor]:
-        adjacency = block.adjacency("gcn_self")
-        sparse = isinstance(x, SparseMatrix)
-        # Dense inputs: as in propagate_permuted, a stacked adjacency only while it is much
-        # sparser than the transform is wide. Sparse inputs always: the chained product
-        # never builds the transform at all.
-        edge_heavy = adjacency.nnz * REMAP_COST > x.shape[0] * self.weight.shape[1]
-        if "residual" in self.parts or (edge_heavy and not sparse):
+        if not self._stacks_views(x, block):
             return super().forward_pair(x, block, perm)
-        out = self._pair_product(x, adjacency.stack_remapped(perm))
-        pos, neg = out.split(block.num_dst)
+        both = block.adjacency("gcn_self").stack_remapped(perm)
+        pos, neg = self._pair_product(x, both).split(block.num_dst)
         return pos, neg
 
     def forward_pair_stacked(
         self, x: Features, block: Block, perm: Tensor, layout: PairLayout
     ) -> Tensor:
-        adjacency = block.adjacency("gcn_self")
-        edge_heavy = adjacency.nnz * REMAP_COST > x.shape[0] * self.weight.shape[1]
-        if "residual" in self.parts or (edge_heavy and not isinstance(x, SparseMatrix)):
+        if not self._stacks_views(x, block):
             return super().forward_pair_stacked(x, block, perm, layout)
-        # The stacked adjacency's rows put in the layout's order: nothing dense is permuted.
-        both = adjacency.stack_remapped(perm).rows(layout.order(block.num_dst))
+        both = block.adjacency("gcn_self").stack_remapped(perm)
+        if not layout.is_identity:
+            # The stacked adjacency's rows put in the layout's order: nothing dense is permuted.
+            both = both.rows(layout.order(block.num_dst))
         return self._pair_product(x, both)
+
+    def _stacks_views(self, x: Features, block: Block) -> bool:
+        """Whether both views go through one product with ``[A; A P]``. Dense inputs: as in
+        propagate_permuted, only while A is much sparser than the transform is wide. Sparse
+        inputs always: the chained product never builds the transform at all."""
+        if "residual" in self.parts:
+            return False
+        edge_heavy = (
+            block.adjacency("gcn_self").nnz * REMAP_COST > x.shape[0] * self.weight.shape[1]
+        )
+        return isinstance(x, SparseMatrix) or not edge_heavy
 
     def _pair_product(self, x: Features, both: SparseMatrix) -> Tensor:
         """``both @ (x W) + b`` for ``both`` = ``[A; A P]`` (its rows in any order): both views

@@ -235,11 +235,11 @@ class Encoder(nn.Module):
         DGI's clean and corrupted embeddings, whose first layer is computed as one (see
         ``TransformPropagateConv.forward_pair``)."""
         with record_function("agc::forward"):
-            block = batch.block(0, self.num_layers)
             if self.num_layers > 1 and not any(
                 isinstance(norm, nn.BatchNorm1d) for norm in self.norms
             ):
                 return self._stacked_pair(x, batch, perm)
+            block = batch.block(0, self.num_layers)
             pos, neg = self.convs[0].forward_pair(self._dropout(x), block, perm)
             return (
                 self._upper_layers(self._finish(0, pos), batch),

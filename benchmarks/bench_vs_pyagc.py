@@ -1,4 +1,4 @@
-"""agc against the published PyAGC package, method by method, on Cora, CPU, one run.
+"""agc against the published PyAGC package, method by method, on Cora (or Physics), CPU, one run.
 
 For each method agc trains with its preset in this process (``run_job``: the same train →
 infer → cluster path as ``agc run``), then PyAGC trains in a subprocess of
@@ -22,6 +22,11 @@ weights), DAEGC pretrained then fine-tuned from k-means centres. Printed per met
 Usage:
   python benchmarks/bench_vs_pyagc.py [--methods dgi gae ...] [--epochs N] [--threads 2]
       [--pyagc-python /tmp/pyagc-venv/bin/python] [--seed 0] [--runs 5]
+      [--dataset Cora|Physics] [--side both|agc|pyagc]
+
+``--dataset Physics`` takes PyAGC's Physics section over its default (DGI only: two layers) and
+agc's Physics preset; ``--side pyagc`` runs PyAGC alone (e.g. its spread over training seeds on
+this CPU), ``--side agc`` agc alone.
 
 ``--threads N`` pins both to N CPUs (agc uses every CPU it may run on). ``--epochs N`` cuts
 every method to N epochs (DAEGC: two thirds pretraining) for a quick check. On a shared
@@ -72,13 +77,22 @@ PYAGC_CONF: dict[str, dict[str, Any]] = {
               "pretrain_epochs": 200, "finetune_epochs": 100, "gamma": 10.0,
               "update_interval": 5},
 }  # fmt: skip
+# The dataset sections of the same files, for the methods this benchmark runs there.
+PYAGC_DATASET_CONF: dict[str, dict[str, dict[str, Any]]] = {
+    "Cora": {method: {} for method in PYAGC_CONF},
+    "Physics": {"dgi": {"num_layers": 2}},
+}
+# Where PyG's dataset classes look for each dataset's raw files under a root.
+_PYG_RAW = {"Cora": "cora/raw", "Physics": "Physics/raw"}
 
 
 # ----- the PyAGC side (runs in the pyagc environment; imports nothing of agc) ----------------
 
 
-def _pyagc_worker(method: str, root: str, seed: int, runs: int, epochs: int | None) -> dict:
-    """Train ``method`` with PyAGC's classes on Cora; return times and NMIs."""
+def _pyagc_worker(
+    method: str, root: str, seed: int, runs: int, epochs: int | None, dataset: str = "Cora"
+) -> dict:
+    """Train ``method`` with PyAGC's classes on ``dataset``; return times and NMIs."""
     import torch
     from pyagc.clusters import KMeansClusterHead
     from pyagc.data import get_dataset
@@ -87,7 +101,7 @@ def _pyagc_worker(method: str, root: str, seed: int, runs: int, epochs: int | No
     from sklearn.metrics import normalized_mutual_info_score
     from torch_geometric.data import Data
 
-    conf = dict(PYAGC_CONF[method])
+    conf = {**PYAGC_CONF[method], **PYAGC_DATASET_CONF[dataset][method]}
     if epochs is not None:
         conf["epochs"] = epochs
         conf["pretrain_epochs"] = max(1, 2 * epochs // 3)
@@ -95,7 +109,7 @@ def _pyagc_worker(method: str, root: str, seed: int, runs: int, epochs: int | No
     cpus = len(os.sched_getaffinity(0))
     torch.set_num_threads(min(cpus, int(os.environ.get("OMP_NUM_THREADS", cpus))))
     set_seed(seed)
-    x, edge_index, y = get_dataset("Cora", root=root, return_splits=False)
+    x, edge_index, y = get_dataset(dataset, root=root, return_splits=False)
     data = Data(x=x, edge_index=edge_index)
     k = int(y.max()) + 1
     set_seed(seed)
@@ -279,8 +293,9 @@ def run_agc(
     epochs: int | None,
     work: Path,
     overrides: dict[str, str],
+    dataset: str = "Cora",
 ) -> dict:
-    """``agc run`` of ``method`` on Cora with its preset (and ``overrides``); times, NMI."""
+    """``agc run`` of ``method`` on ``dataset`` with its preset (and ``overrides``); times, NMI."""
     from agc_cli.cli import common, render
     from agc_cli.cli.jobs import run_job
     from agc_cli.presets import model_preset
@@ -288,7 +303,7 @@ def run_agc(
 
     flags: dict[str, Any] = {
         "model": method,
-        "dataset": "Cora",
+        "dataset": dataset,
         "root": root,
         "seed": seed,
         "device": "cpu",
@@ -298,7 +313,7 @@ def run_agc(
     }
     if epochs is not None:
         flags["epochs"] = epochs
-        if "pretrain_epochs" in model_preset(method, "Cora"):
+        if "pretrain_epochs" in model_preset(method, dataset):
             flags["pretrain_epochs"] = max(1, 2 * epochs // 3)
     flags.update(overrides)
     settings = load_settings(flags, env={})
@@ -336,7 +351,14 @@ def _torch_threads() -> int:
 
 
 def run_pyagc(
-    python: Path, method: str, root: Path, seed: int, runs: int, epochs: int | None, threads: int
+    python: Path,
+    method: str,
+    root: Path,
+    seed: int,
+    runs: int,
+    epochs: int | None,
+    threads: int,
+    dataset: str = "Cora",
 ) -> dict:
     """The PyAGC side of ``method`` in a subprocess of ``python``; its result as a dict, or
     ``{"error": its last line of stderr}`` when it failed (PyAGC's MAGI needs torch-sparse)."""
@@ -351,6 +373,8 @@ def run_pyagc(
         str(seed),
         "--runs",
         str(runs),
+        "--dataset",
+        dataset,
     ]
     if epochs is not None:
         cmd += ["--epochs", str(epochs)]
@@ -375,14 +399,14 @@ def pyagc_available(python: Path) -> str | None:
     return None if done.returncode == 0 else done.stderr.strip().splitlines()[-1]
 
 
-def pyagc_root(work: Path) -> Path:
-    """A root where PyG's Planetoid finds Cora's raw files (linked to the shared, read-only
-    copy) and writes its processed files next to them, inside ``work``."""
+def pyagc_root(work: Path, dataset: str = "Cora") -> Path:
+    """A root where PyG's dataset class finds ``dataset``'s raw files (linked to the shared,
+    read-only copy) and writes its processed files next to them, inside ``work``."""
     root = work / "pyagc-data"
-    (root / "cora").mkdir(parents=True, exist_ok=True)
-    link = root / "cora" / "raw"
+    link = root / _PYG_RAW[dataset]
+    link.parent.mkdir(parents=True, exist_ok=True)
     if not link.exists():
-        link.symlink_to(DATA / "Cora" / "raw", target_is_directory=True)
+        link.symlink_to(DATA / dataset / "raw", target_is_directory=True)
     return root
 
 
@@ -399,6 +423,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=5, help="k-means runs per method")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--dataset", choices=sorted(PYAGC_DATASET_CONF), default="Cora")
+    parser.add_argument(
+        "--side", choices=("both", "agc", "pyagc"), default="both", help="which to run"
+    )
     parser.add_argument(
         "--set",
         nargs="*",
@@ -411,17 +439,24 @@ def main() -> None:
     args = parser.parse_args()
     if args.pyagc_worker:
         result = _pyagc_worker(
-            args.pyagc_worker, args.pyagc_root, args.seed, args.runs, args.epochs
+            args.pyagc_worker, args.pyagc_root, args.seed, args.runs, args.epochs, args.dataset
         )
         print(json.dumps(result))
         return
     if args.threads is not None:  # children inherit the affinity
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
     threads = len(os.sched_getaffinity(0))
-    if not (DATA / "Cora" / "raw").is_dir():
-        sys.exit(f"Cora's raw files are not in {DATA / 'Cora' / 'raw'}")
-    missing = pyagc_available(args.pyagc_python)
-    if missing:
+    raw = DATA / args.dataset / "raw"
+    if not raw.is_dir():
+        sys.exit(f"{args.dataset}'s raw files are not in {raw}")
+    unsupported = [m for m in args.methods if m not in PYAGC_DATASET_CONF[args.dataset]]
+    if unsupported:
+        sys.exit(f"no PyAGC configuration of {', '.join(unsupported)} on {args.dataset} here")
+    missing = "not asked for (--side agc)" if args.side == "agc" else None
+    missing = missing or pyagc_available(args.pyagc_python)
+    if missing and args.side == "pyagc":
+        sys.exit(f"pyagc is not importable with {args.pyagc_python} ({missing})")
+    if missing and args.side == "both":
         print(
             f"PyAGC side skipped: pyagc is not importable with {args.pyagc_python} "
             f"({missing}); python3 -m venv /tmp/pyagc-venv && /tmp/pyagc-venv/bin/pip "
@@ -433,28 +468,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-vs-pyagc-") as tmp:
         work = Path(tmp)
         for method in args.methods:
-            agc = run_agc(method, DATA, args.seed, args.runs, args.epochs, work, overrides)
+            agc = None
+            if args.side != "pyagc":
+                agc = run_agc(
+                    method, DATA, args.seed, args.runs, args.epochs, work, overrides, args.dataset
+                )
             ref = None
             if not missing:
                 ref = run_pyagc(
                     args.pyagc_python,
                     method,
-                    pyagc_root(work),
+                    pyagc_root(work, args.dataset),
                     args.seed,
                     args.runs,
                     args.epochs,
                     threads,
+                    args.dataset,
                 )
             if ref is not None and "error" in ref:
                 print(f"{method}: PyAGC failed: {ref['error']}", file=sys.stderr)
             rows.append({"method": method, "agc": agc, "pyagc": ref})
+            done = []
+            if agc:
+                done.append(f"agc {agc['train_seconds']:.2f}s ({agc['epochs']} epochs)")
+            if ref and "error" not in ref:
+                done.append(f"pyagc {ref['train_seconds']:.2f}s ({ref['epochs']} epochs)")
             print(
-                f"{method}: agc {agc['train_seconds']:.2f}s ({agc['epochs']} epochs)"
-                + (
-                    f", pyagc {ref['train_seconds']:.2f}s ({ref['epochs']} epochs)"
-                    if ref and "error" not in ref
-                    else ""
-                ),
+                f"{method}: {', '.join(done) or 'nothing ran'}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -473,31 +513,32 @@ def main() -> None:
         "pyagc km s",
     )
     print(
-        f"# Cora, CPU, {threads} thread(s), seed {args.seed}, {args.runs} k-means runs"
+        f"# {args.dataset}, CPU, {threads} thread(s), seed {args.seed}, {args.runs} k-means runs"
         + (f", {args.epochs} epochs" if args.epochs else ", configured epochs")
         + (f", agc {' '.join(args.set)}" if args.set else "")
     )
     print("\t".join(header))
     failed: list[str] = []
     for row in rows:
-        agc, ref = row["agc"], row["pyagc"] or {}
+        agc, ref = row["agc"] or {}, row["pyagc"] or {}
         if "error" in ref:
             failed.append(f"# {row['method']}: PyAGC failed: {ref['error']}")
             ref = {}
-        ratio = agc["train_seconds"] / ref["train_seconds"] if ref else None
-        cpu = agc["train_cpu_seconds"] / ref["train_cpu_seconds"] if ref else None
+        both = bool(agc and ref)
+        ratio = agc["train_seconds"] / ref["train_seconds"] if both else None
+        cpu = agc["train_cpu_seconds"] / ref["train_cpu_seconds"] if both else None
         print(
             "\t".join(
                 [
                     row["method"],
-                    _fmt(agc["train_seconds"]),
+                    _fmt(agc.get("train_seconds")),
                     _fmt(ref.get("train_seconds")),
                     _fmt(ratio),
                     _fmt(cpu),
-                    _fmt(agc["nmi"]),
+                    _fmt(agc.get("nmi")),
                     _fmt(ref.get("nmi")),
                     _fmt(ref.get("head_nmi")),
-                    _fmt(agc["kmeans_seconds"]),
+                    _fmt(agc.get("kmeans_seconds")),
                     _fmt(ref.get("kmeans_seconds")),
                 ]
             )

@@ -211,3 +211,28 @@ def test_presets_build_a_model(name):
     settings = Settings(**{**model_preset(name, "Cora"), "model": name})
     model = build_model(settings, graph.num_features, graph.num_nodes, graph.num_classes)
     assert torch.isfinite(model.loss(GraphBatch.full(graph)).loss)
+
+
+@pytest.mark.parametrize("shift", [0.0, 5.0])
+def test_cca_terms_equal_the_standardised_views_formula(shift):
+    """CCA-SSG's terms from centred Gram matrices equal the paper's formula on explicitly
+    standardised views, values and gradients (also when the means are far from zero)."""
+    from agc_cli.models.ccassg import cca_terms
+
+    gen = torch.Generator().manual_seed(0)
+    z1 = (torch.randn(200, 12, generator=gen, dtype=torch.double) + shift).requires_grad_()
+    z2 = (3 * torch.randn(200, 12, generator=gen, dtype=torch.double) - shift).requires_grad_()
+
+    def reference(a, b):
+        n, eye = a.shape[0], torch.eye(a.shape[1], dtype=a.dtype)
+        a, b = ((z - z.mean(0)) / z.std(0) for z in (a, b))
+        decorrelation = (eye - a.T @ a / n).pow(2).sum() + (eye - b.T @ b / n).pow(2).sum()
+        return -(a * b).sum() / n, decorrelation
+
+    results = []
+    for terms in (reference, cca_terms):
+        invariance, decorrelation = terms(z1, z2)
+        grads = torch.autograd.grad(invariance + 0.3 * decorrelation, (z1, z2))
+        results.append((invariance.detach(), decorrelation.detach(), *grads))
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from agc_cli.errors import UsageError
@@ -13,7 +12,7 @@ from agc_cli.models import rng
 from agc_cli.models.base import ClusteringModel, LossOutput
 from agc_cli.models.batch import GraphBatch
 from agc_cli.models.encoder import Encoder
-from agc_cli.models.gae import GAE
+from agc_cli.models.gae import GAE, edge_reconstruction
 
 # Upper bound of log sigma, so exp(log sigma) stays finite early in training (PyG's value).
 MAX_LOGSTD = 10.0
@@ -22,12 +21,7 @@ MAX_LOGSTD = 10.0
 def reconstruction(z: Tensor, batch: GraphBatch, generator: torch.Generator | None) -> Tensor:
     """GAE's loss: BCE of ``sigmoid(z_i . z_j)`` on the edges between seeds and as many
     uniformly drawn seed pairs (zero without edges)."""
-    pos = batch.seed_block().edge_index
-    if pos.shape[1] == 0:
-        return z.sum() * 0
-    neg = rng.randint(batch.batch_size, (2, pos.shape[1]), z.device, generator)
-    pos_loss = F.softplus(-(z[pos[0]] * z[pos[1]]).sum(-1)).mean()
-    neg_loss = F.softplus((z[neg[0]] * z[neg[1]]).sum(-1)).mean()
+    pos_loss, neg_loss = edge_reconstruction(z, batch, generator)
     return pos_loss + neg_loss
 
 

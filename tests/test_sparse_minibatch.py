@@ -267,8 +267,9 @@ def test_forward_pair_equals_two_passes_in_full_batch_with_any_norm(gnn_type, no
     dense = batch.x.to_dense()
     permuted = batch.with_features(SparseMatrix.from_csr(dense[perm].to_sparse_csr()))
     # A bias before batch norm has a zero gradient, in float32 rounding noise: an absolute
-    # tolerance relative to the largest gradient.
-    _assert_pair_is_two_passes(encoder, batch, perm, permuted, grad_atol_scale=1e-6)
+    # tolerance relative to the largest gradient (the noise reached 1.3e-6 of it with one
+    # thread, where the summation order differs from two threads').
+    _assert_pair_is_two_passes(encoder, batch, perm, permuted, grad_atol_scale=1e-5)
 
 
 @pytest.mark.parametrize("normalization", ["rescale", "block", "subgraph"])
